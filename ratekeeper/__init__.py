@@ -1,0 +1,59 @@
+"""ratekeeper: exact per-session rate limits and session expiry, in process or on Redis."""
+
+from __future__ import annotations
+
+from .backend import Backend, MemoryBackend
+from .clock import Clock, LoopClock, ManualClock, SystemClock
+from .engine import Engine, EngineStatistics, Expired
+from .errors import (
+    BackendError,
+    CapacityExceeded,
+    GateRejection,
+    InvalidParameter,
+    RatekeeperError,
+    RateLimited,
+    SessionCancelled,
+    SessionExpired,
+    SessionNotFound,
+    UnknownSession,
+)
+from .types import (
+    WINDOW_S,
+    Decision,
+    FileUploadLimits,
+    HistoryLimits,
+    Reason,
+    Session,
+    SessionStatus,
+    UploadDecision,
+)
+
+__all__ = (
+    "WINDOW_S",
+    "Backend",
+    "BackendError",
+    "CapacityExceeded",
+    "Clock",
+    "Decision",
+    "Engine",
+    "EngineStatistics",
+    "Expired",
+    "FileUploadLimits",
+    "GateRejection",
+    "HistoryLimits",
+    "InvalidParameter",
+    "LoopClock",
+    "ManualClock",
+    "MemoryBackend",
+    "RateLimited",
+    "RatekeeperError",
+    "Reason",
+    "Session",
+    "SessionCancelled",
+    "SessionExpired",
+    "SessionNotFound",
+    "SessionStatus",
+    "SystemClock",
+    "UnknownSession",
+    "UploadDecision",
+)

@@ -1,0 +1,145 @@
+"""Validation of session parameters: the one home of every range and type rule.
+
+Errors name the parameter by its path in ChatKit's create-session body
+(``expires_after.seconds``) and carry OpenAI's error codes, so the HTTP service can return them
+as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidParameter
+from .types import FileUploadLimits, HistoryLimits
+
+__all__ = (
+    "MAX_EXPIRES_AFTER_S",
+    "MAX_FILE_SIZE_MB",
+    "check_bool",
+    "check_int",
+    "check_str",
+    "validate_limits",
+)
+
+MAX_EXPIRES_AFTER_S = 600
+MAX_FILE_SIZE_MB = 512
+MAX_USER_LENGTH = 512
+
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def type_name(value: object) -> str:
+    """Describe a value's JSON type the way OpenAI's error messages do."""
+    return _TYPE_NAMES.get(type(value), f"a {type(value).__name__}")
+
+
+def check_int(
+    value: Any, param: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Return ``value`` if it is an integer within bounds, else raise :class:`InvalidParameter`.
+
+    ``True``/``False`` are not integers here, although Python says they are.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(
+            f"Invalid type for '{param}': expected an integer, but got {type_name(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+    if minimum is not None and value < minimum:
+        raise InvalidParameter(
+            f"Invalid '{param}': integer below minimum value. "
+            f"Expected a value >= {minimum}, but got {value} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    if maximum is not None and value > maximum:
+        raise InvalidParameter(
+            f"Invalid '{param}': integer above maximum value. "
+            f"Expected a value <= {maximum}, but got {value} instead.",
+            param=param,
+            code="integer_above_max_value",
+        )
+    return value
+
+
+def check_bool(value: Any, param: str) -> bool:
+    """Return ``value`` if it is a boolean, else raise :class:`InvalidParameter`."""
+    if not isinstance(value, bool):
+        raise InvalidParameter(
+            f"Invalid type for '{param}': expected a boolean, but got {type_name(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+    return value
+
+
+def check_str(value: Any, param: str, *, min_length: int = 0, max_length: int | None = None) -> str:
+    """Return ``value`` if it is a string of acceptable length, else raise."""
+    if not isinstance(value, str):
+        raise InvalidParameter(
+            f"Invalid type for '{param}': expected a string, but got {type_name(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+    if len(value) < min_length:
+        raise InvalidParameter(
+            f"Invalid '{param}': string too short. "
+            f"Expected a string with minimum length {min_length}, but got a string with "
+            f"length {len(value)} instead.",
+            param=param,
+            code="string_below_min_length",
+        )
+    if max_length is not None and len(value) > max_length:
+        raise InvalidParameter(
+            f"Invalid '{param}': string too long. "
+            f"Expected a string with maximum length {max_length}, but got a string with "
+            f"length {len(value)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
+    return value
+
+
+def validate_limits(
+    user: Any,
+    expires_after_s: Any,
+    max_requests_per_1_minute: Any,
+    file_upload: Any,
+    history: Any,
+) -> None:
+    """Check every engine-level session parameter; raise :class:`InvalidParameter` on the first."""
+    check_str(user, "user", min_length=1, max_length=MAX_USER_LENGTH)
+    check_int(expires_after_s, "expires_after.seconds", minimum=1, maximum=MAX_EXPIRES_AFTER_S)
+    check_int(max_requests_per_1_minute, "rate_limits.max_requests_per_1_minute", minimum=1)
+    if not isinstance(file_upload, FileUploadLimits):
+        raise InvalidParameter(
+            "Invalid type for 'chatkit_configuration.file_upload': expected FileUploadLimits.",
+            param="chatkit_configuration.file_upload",
+            code="invalid_type",
+        )
+    check_bool(file_upload.enabled, "chatkit_configuration.file_upload.enabled")
+    check_int(
+        file_upload.max_file_size,
+        "chatkit_configuration.file_upload.max_file_size",
+        minimum=1,
+        maximum=MAX_FILE_SIZE_MB,
+    )
+    check_int(file_upload.max_files, "chatkit_configuration.file_upload.max_files", minimum=1)
+    if not isinstance(history, HistoryLimits):
+        raise InvalidParameter(
+            "Invalid type for 'chatkit_configuration.history': expected HistoryLimits.",
+            param="chatkit_configuration.history",
+            code="invalid_type",
+        )
+    check_bool(history.enabled, "chatkit_configuration.history.enabled")
+    if history.recent_threads is not None:
+        check_int(history.recent_threads, "chatkit_configuration.history.recent_threads", minimum=1)

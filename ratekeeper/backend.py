@@ -1,0 +1,145 @@
+"""The async backend protocol the gate and the service use, and its in-memory implementation.
+
+The protocol is deliberately small: create, admit, look up, reserve an upload, cancel, get,
+sweep, and say when the next sweep is due. :class:`MemoryBackend` wraps the synchronous
+:class:`~ratekeeper.engine.Engine` (no awaits on its hot path); ``ratekeeper.redis`` implements
+the same protocol with Lua scripts, so nothing above this layer changes with the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from .engine import Engine, EngineStatistics, Expired
+from .types import Decision, FileUploadLimits, HistoryLimits, Session, UploadDecision
+
+__all__ = ("Backend", "MemoryBackend")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where session state lives. Every method may raise ``BackendError`` on I/O failure."""
+
+    async def create_session(
+        self,
+        user: str,
+        *,
+        expires_after_s: int = 600,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = ...,
+        history: HistoryLimits = ...,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session; see :meth:`Engine.create_session`."""
+        ...
+
+    async def admit(self, client_secret: str) -> Decision:
+        """Decide on, and count if admitted, one request; see :meth:`Engine.admit`."""
+        ...
+
+    async def lookup(self, client_secret: str) -> Session | None:
+        """Return the session behind a secret without counting a request."""
+        ...
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one upload against the session's ``file_upload`` limits if it fits."""
+        ...
+
+    async def cancel(self, session_id: str) -> Session:
+        """Cancel a session (idempotent); raises ``SessionNotFound``."""
+        ...
+
+    async def get(self, session_id: str) -> Session:
+        """Return a session as of now; raises ``SessionNotFound``."""
+        ...
+
+    async def sweep(self, max_items: int) -> list[Expired]:
+        """Flip at most ``max_items`` due sessions to ``expired``; each is returned once."""
+        ...
+
+    async def time_to_next_deadline(self) -> float | None:
+        """Seconds until :meth:`sweep` next has work (<= 0: now), ``None`` if never."""
+        ...
+
+    async def statistics(self) -> EngineStatistics:
+        """Counts of active and retained sessions (as this backend can know them)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the backend is unusable afterwards."""
+        ...
+
+
+class MemoryBackend:
+    """The embedded default: an :class:`Engine` behind the async protocol.
+
+    Args:
+        engine: the engine to wrap; a new one on the system clock when omitted.
+
+    Not thread-safe, like the engine: use it from one event loop.
+    """
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine if engine is not None else Engine()
+
+    async def create_session(
+        self,
+        user: str,
+        *,
+        expires_after_s: int = 600,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
+        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session; see :meth:`Engine.create_session`."""
+        return self.engine.create_session(
+            user,
+            expires_after_s=expires_after_s,
+            max_requests_per_1_minute=max_requests_per_1_minute,
+            file_upload=file_upload,
+            history=history,
+            attributes=attributes,
+        )
+
+    async def admit(self, client_secret: str) -> Decision:
+        """Decide on one request; see :meth:`Engine.admit`."""
+        return self.engine.admit(client_secret)
+
+    async def lookup(self, client_secret: str) -> Session | None:
+        """Return the session behind a secret; see :meth:`Engine.lookup`."""
+        return self.engine.lookup(client_secret)
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one upload; see :meth:`Engine.reserve_upload`."""
+        return self.engine.reserve_upload(session_id, size_bytes)
+
+    async def cancel(self, session_id: str) -> Session:
+        """Cancel a session; see :meth:`Engine.cancel`."""
+        return self.engine.cancel(session_id)
+
+    async def get(self, session_id: str) -> Session:
+        """Return a session; see :meth:`Engine.get`."""
+        return self.engine.get(session_id)
+
+    async def sweep(self, max_items: int) -> list[Expired]:
+        """Flip due sessions; see :meth:`Engine.sweep`."""
+        return self.engine.sweep(max_items)
+
+    async def time_to_next_deadline(self) -> float | None:
+        """Seconds until the engine's next deadline, from its own clock."""
+        deadline = self.engine.next_deadline()
+        if deadline is None:
+            return None
+        return deadline - self.engine.clock.monotonic()
+
+    async def statistics(self) -> EngineStatistics:
+        """Return the engine's statistics."""
+        return self.engine.statistics()
+
+    async def aclose(self) -> None:
+        """Nothing to release in memory."""
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend({self.engine!r})"
