@@ -16,8 +16,12 @@ __all__ = (
     "MAX_EXPIRES_AFTER_S",
     "MAX_FILE_SIZE_MB",
     "check_bool",
+    "check_enum",
     "check_int",
+    "check_known",
+    "check_object",
     "check_str",
+    "require",
     "validate_limits",
 )
 
@@ -107,6 +111,61 @@ def check_str(value: Any, param: str, *, min_length: int = 0, max_length: int | 
             code="string_above_max_length",
         )
     return value
+
+
+def check_object(value: Any, param: str) -> dict[str, Any]:
+    """Return ``value`` if it is a JSON object (a ``dict``), else raise."""
+    if not isinstance(value, dict):
+        raise InvalidParameter(
+            f"Invalid type for '{param}': expected an object, but got {type_name(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+    return value
+
+
+def check_enum(value: Any, param: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of the ``allowed`` strings, else raise."""
+    if not isinstance(value, str):
+        raise InvalidParameter(
+            f"Invalid type for '{param}': expected a string, but got {type_name(value)} instead.",
+            param=param,
+            code="invalid_type",
+        )
+    if value not in allowed:
+        names = [repr(a) for a in allowed]
+        supported = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        raise InvalidParameter(
+            f"Invalid value for '{param}': {value[:64]!r}. Supported values are: {supported}.",
+            param=param,
+            code="invalid_value",
+        )
+    return value
+
+
+def check_known(obj: dict[str, Any], prefix: str, known: tuple[str, ...]) -> None:
+    """Raise ``unknown_parameter`` for the first key of ``obj`` not in ``known``.
+
+    ``prefix`` is the path of ``obj`` itself (``""`` for the top level of a body).
+    """
+    for key in obj:
+        if key not in known:
+            path = f"{prefix}.{key}" if prefix else key
+            raise InvalidParameter(
+                f"Unknown parameter: '{path[:128]}'.", param=path[:128], code="unknown_parameter"
+            )
+
+
+def require(obj: dict[str, Any], key: str, prefix: str) -> Any:
+    """Return ``obj[key]``, or raise ``missing_required_parameter`` naming its full path."""
+    if key not in obj:
+        path = f"{prefix}.{key}" if prefix else key
+        raise InvalidParameter(
+            f"Missing required parameter: '{path}'.",
+            param=path,
+            code="missing_required_parameter",
+        )
+    return obj[key]
 
 
 def validate_limits(

@@ -1,0 +1,18 @@
+"""``python -m ratekeeper`` and the ``ratekeeper`` console script."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ("main",)
+
+
+def main() -> int:
+    """Run the ``ratekeeper`` command line (``ratekeeper serve --help``)."""
+    from .server.cli import main as cli_main
+
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The service's ASGI app: :func:`create_app` and the uvicorn factory :func:`app_from_env`.
+
+Routes::
+
+    POST   /v1/chatkit/sessions                      create a session (API key)
+    POST   /v1/chatkit/sessions/{session_id}/cancel  cancel it (API key)
+    GET    /v1/chatkit/threads                       list threads (API key)
+    GET    /v1/chatkit/threads/{thread_id}           retrieve a thread (API key)
+    DELETE /v1/chatkit/threads/{thread_id}           delete it (API key)
+    GET    /v1/chatkit/threads/{thread_id}/items     list its items (API key)
+    GET|POST /ratekeeper/admit                       admit one session request (client secret)
+    GET    /healthz  /metrics  /openapi.json         open
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..backend import Backend, MemoryBackend
+from ..engine import Engine
+from ..gate import Gate
+from .admission import admit
+from .auth import ApiKeys, new_api_key
+from .context import ServiceContext
+from .middleware import RequestIdMiddleware
+from .responses import exception_handlers
+from .sessions import cancel_session, create_session
+from .settings import ServerSettings, SettingsError
+from .thread_routes import delete_thread, list_thread_items, list_threads, retrieve_thread
+from .threads import ThreadStore
+
+__all__ = ("app_from_env", "backend_from_settings", "create_app", "openapi_document")
+
+
+def openapi_document() -> bytes:
+    """Return the service's own OpenAPI document (``ratekeeper/server/openapi.json``)."""
+    return resources.files(__package__).joinpath("openapi.json").read_bytes()
+
+
+def backend_from_settings(settings: ServerSettings) -> Backend:
+    """Build the backend the settings name: in memory, or Redis (imported only then).
+
+    Raises:
+        SettingsError: the Redis backend is not installed or cannot be built from the URL.
+    """
+    if settings.uses_memory:
+        engine = Engine(retention_s=settings.retention_s, max_sessions=settings.max_sessions)
+        return MemoryBackend(engine)
+    try:
+        from ..redis import RedisBackend
+    except ImportError as exc:
+        raise SettingsError(
+            "the Redis backend is not available in this installation "
+            f"({type(exc).__name__}: {exc}); install ratekeeper[redis], or use --backend memory"
+        ) from None
+    try:
+        backend: Backend = RedisBackend.from_url(
+            settings.backend,
+            cluster=settings.redis_cluster,
+            retention_s=settings.retention_s,
+            max_sessions=settings.max_sessions,
+        )
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"cannot use the Redis backend URL: {exc}") from None
+    return backend
+
+
+def _announce_key(key: str) -> None:
+    print(
+        "ratekeeper: no API key configured (--api-key / RATEKEEPER_API_KEYS); generated one "
+        f"for this run:\n\n    {key}\n\nSend it as 'Authorization: Bearer <key>'.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class _Asgi:
+    """Lets a plain ASGI callable be a :class:`Route` endpoint (not a request handler)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    gate: Gate | None = None,
+    backend: Backend | Engine | None = None,
+    threads: ThreadStore | None = None,
+    registry: CollectorRegistry | None = None,
+    announce_key: Callable[[str], None] = _announce_key,
+) -> Starlette:
+    """Build the service.
+
+    Args:
+        settings: the settings; defaults for everything when omitted.
+        gate: the gate to create sessions and admit requests through; built from ``backend``
+            and ``settings.fail_open`` when omitted. The app runs it (``async with gate``,
+            i.e. its expiry sweeper) for its lifespan either way.
+        backend: the backend for a new gate; built from ``settings.backend`` when omitted (and
+            then closed at shutdown).
+        threads: the thread store; a new empty one when omitted.
+        registry: the Prometheus registry for a new gate's metrics (a private one if omitted).
+        announce_key: called once with the generated API key when ``settings.api_keys`` is
+            empty; prints it to stderr by default.
+
+    Returns:
+        The Starlette app; ``app.state.ratekeeper`` is its
+        :class:`~ratekeeper.server.context.ServiceContext`.
+
+    Raises:
+        SettingsError: inconsistent settings, or a backend that cannot be built.
+        ValueError: a malformed API key.
+    """
+    settings = (settings if settings is not None else ServerSettings()).checked()
+    keys = settings.api_keys
+    if not keys:
+        generated = new_api_key()
+        announce_key(generated)
+        keys = (generated,)
+    api_keys = ApiKeys(keys)
+    owned: Backend | None = None
+    if gate is None:
+        if backend is None:
+            backend = owned = backend_from_settings(settings)
+        gate = Gate(backend, registry=registry, fail_open=settings.fail_open)
+    context = ServiceContext(settings, gate, threads or ThreadStore(), api_keys)
+    openapi = openapi_document()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with context.gate:
+                yield
+        finally:
+            if owned is not None:
+                await owned.aclose()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    routes: list[BaseRoute] = [
+        Route("/v1/chatkit/sessions", create_session, methods=["POST"]),
+        Route("/v1/chatkit/sessions/{session_id}/cancel", cancel_session, methods=["POST"]),
+        Route("/v1/chatkit/threads", list_threads, methods=["GET"]),
+        Route("/v1/chatkit/threads/{thread_id}", retrieve_thread, methods=["GET"]),
+        Route("/v1/chatkit/threads/{thread_id}", delete_thread, methods=["DELETE"]),
+        Route("/v1/chatkit/threads/{thread_id}/items", list_thread_items, methods=["GET"]),
+        Route("/ratekeeper/admit", admit, methods=["GET", "POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.ratekeeper = context
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Build the service from ``RATEKEEPER_*`` variables: the uvicorn factory for workers.
+
+    ``uvicorn --factory ratekeeper.server.app:app_from_env`` (or ``ratekeeper serve
+    --workers N``, which sets the variables for its workers) calls this in each worker.
+    """
+    return create_app(ServerSettings.from_env())

@@ -1,0 +1,152 @@
+"""``ratekeeper serve``: run the service under uvicorn.
+
+Settings come from flags, then ``RATEKEEPER_*`` variables, then defaults (see
+:mod:`ratekeeper.server.settings`). One worker runs the app object in this process; several
+run :func:`~ratekeeper.server.app.app_from_env` in uvicorn's worker processes, with the
+settings handed over through the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .settings import SETTINGS, ServerSettings, SettingsError, setting_value
+
+__all__ = ("build_parser", "main", "settings_from_args")
+
+_DESCRIPTION = """\
+Serve OpenAI's ChatKit session REST surface (/v1/chatkit/sessions, /v1/chatkit/threads) with
+exact per-session rate limits and expiry. Point the official SDK at it with
+OpenAI(api_key=KEY, base_url="http://HOST:PORT/v1"). Every flag also reads the environment
+variable shown; a flag beats its variable.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``ratekeeper`` argument parser with its ``serve`` subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ratekeeper", description="ratekeeper: session rate limits and expiry."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the ChatKit session service",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = ServerSettings()
+    for setting in SETTINGS:
+        default = getattr(defaults, setting.field)
+        shown = "none: one is generated" if setting.field == "api_keys" else default
+        if setting.is_flag:
+            shown = "off" if default == (not setting.flag_value) else "on"
+        help_text = f"{setting.help} [env: {setting.env}] (default: {shown})"
+        if setting.is_flag:
+            serve.add_argument(
+                setting.flag,
+                dest=setting.field,
+                action="store_const",
+                const=setting.flag_value,
+                default=None,
+                help=help_text,
+            )
+        elif setting.field == "api_keys":
+            serve.add_argument(
+                setting.flag,
+                dest="api_keys",
+                action="append",
+                default=None,
+                metavar=setting.metavar,
+                help=help_text,
+            )
+        else:
+            serve.add_argument(
+                setting.flag,
+                dest=setting.field,
+                default=None,
+                metavar=setting.metavar,
+                help=help_text,
+            )
+    return parser
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> ServerSettings:
+    """Merge parsed flags over the environment's settings.
+
+    Raises:
+        SettingsError: a malformed value, or inconsistent settings.
+    """
+    base = ServerSettings.from_env(os.environ if environ is None else environ)
+    changes: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = getattr(args, setting.field, None)
+        if value is None:
+            continue
+        if setting.field == "api_keys":
+            changes["api_keys"] = tuple(
+                key for text in value for key in setting_value(setting, text)
+            )
+        elif setting.is_flag:
+            changes[setting.field] = value
+        else:
+            changes[setting.field] = setting_value(setting, value)
+    return base.with_values(**changes)
+
+
+def _serve(settings: ServerSettings) -> None:
+    import uvicorn
+
+    from .app import backend_from_settings, create_app
+    from .auth import new_api_key
+    from .logs import uvicorn_log_config
+
+    if not settings.api_keys:
+        key = new_api_key()
+        print(
+            "ratekeeper: no API key configured (--api-key / RATEKEEPER_API_KEYS); generated "
+            f"one for this run:\n\n    {key}\n\nSend it as 'Authorization: Bearer <key>'.",
+            file=sys.stderr,
+            flush=True,
+        )
+        settings = settings.with_values(api_keys=(key,))
+    log_config = uvicorn_log_config(settings.log_level)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "log_config": log_config,
+        "lifespan": "on",
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Fail here, once, rather than in every worker.
+    backend_from_settings(settings)
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "ratekeeper.server.app:app_from_env", factory=True, workers=settings.workers, **common
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ratekeeper`` command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = settings_from_args(args)
+            _serve(settings)
+        except (SettingsError, ValueError) as exc:
+            print(f"ratekeeper serve: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+    return 0

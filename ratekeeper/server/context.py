@@ -1,0 +1,49 @@
+"""What every route needs, in one object on ``app.state``: settings, gate, threads, keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from ..gate import Gate
+from .auth import ApiKeys, check_beta
+from .settings import ServerSettings
+from .threads import ThreadStore
+
+__all__ = ("ServiceContext",)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """The service's parts, shared by its routes.
+
+    Attributes:
+        settings: the service's settings.
+        gate: creates, reads and cancels sessions and admits session requests.
+        threads: the thread store behind ``/v1/chatkit/threads``.
+        api_keys: the keys accepted on the REST surface.
+
+    Immutable; its parts document their own thread-safety.
+    """
+
+    settings: ServerSettings
+    gate: Gate
+    threads: ThreadStore
+    api_keys: ApiKeys
+
+    @staticmethod
+    def of(request: Request) -> ServiceContext:
+        """Return the context of the app serving ``request``."""
+        ctx: ServiceContext = request.app.state.ratekeeper
+        return ctx
+
+    def authorize(self, request: Request) -> None:
+        """Check the API key, then the ``OpenAI-Beta`` header (unless relaxed).
+
+        Raises:
+            ApiError: 401 for a missing or wrong key, 400 ``invalid_beta`` for the header.
+        """
+        self.api_keys.require(request)
+        if not self.settings.allow_missing_beta_header:
+            check_beta(request)

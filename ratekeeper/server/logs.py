@@ -1,0 +1,49 @@
+"""Logging for ``ratekeeper serve``: uvicorn's configuration plus a filter that hides secrets.
+
+Paths are logged by uvicorn's access log; a client that puts a client secret in a URL by
+mistake must not get it written to disk, so every access-log record is redacted.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from .responses import hide_secrets
+
+__all__ = ("RedactSecrets", "uvicorn_log_config")
+
+
+class RedactSecrets(logging.Filter):
+    """Replace secret-like tokens (``ek_…``) in a record's message and string arguments.
+
+    Stateless, so safe to share across threads.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; never drops it."""
+        if isinstance(record.msg, str):
+            record.msg = hide_secrets(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                hide_secrets(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """Return uvicorn's default logging configuration with :class:`RedactSecrets` on every
+    handler, and ratekeeper's own loggers at ``level``."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_secrets"] = {"()": RedactSecrets}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_secrets")
+    config["loggers"]["ratekeeper"] = {
+        "handlers": ["default"],
+        "level": "DEBUG" if level == "trace" else level.upper(),
+        "propagate": False,
+    }
+    return config

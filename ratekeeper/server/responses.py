@@ -1,0 +1,188 @@
+"""OpenAI-shaped JSON responses and the translation of every failure into one.
+
+Route handlers raise; the handlers registered here turn each exception into the status and the
+``{"error": {"message", "type", "param", "code"}}`` body OpenAI would send. The body itself is
+built by :func:`ratekeeper.ratelimit_headers.error_body`, the one home of that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
+from ..ratelimit_headers import error_body
+from .threads import ThreadNotFound
+
+__all__ = (
+    "REQUEST_ID_KEY",
+    "ApiError",
+    "error_response",
+    "exception_handlers",
+    "hide_secrets",
+    "redact",
+)
+
+#: Where :class:`~ratekeeper.server.middleware.RequestIdMiddleware` puts the id in the scope.
+REQUEST_ID_KEY = "ratekeeper.request_id"
+
+_logger = logging.getLogger("ratekeeper.server")
+# Anything that looks like a client secret, and the longest text ever echoed back.
+_SECRET_LIKE = re.compile(r"ek_[A-Za-z0-9_\-]*")
+_MAX_ECHO = 200
+
+
+def hide_secrets(text: str) -> str:
+    """Return ``text`` with every secret-like token (``ek_…``) replaced by ``ek_…``."""
+    return _SECRET_LIKE.sub("ek_…", text) if "ek_" in text else text
+
+
+def redact(text: str) -> str:
+    """Return ``text`` safe to echo: secret-like tokens replaced, length capped."""
+    text = hide_secrets(text)
+    return text if len(text) <= _MAX_ECHO else text[: _MAX_ECHO - 1] + "…"
+
+
+class ApiError(Exception):
+    """Raised by route handlers to answer with an OpenAI-shaped error.
+
+    Attributes:
+        status_code: the HTTP status.
+        message: the error's ``message`` (never holding a secret).
+        type: the error's ``type``, e.g. ``"invalid_request_error"``.
+        code: the error's ``code``, or ``None``.
+        param: the error's ``param``, or ``None``.
+        headers: extra response headers.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Return an OpenAI-shaped error response."""
+    return JSONResponse(
+        error_body(message, type, code, param), status_code=status_code, headers=headers
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        exc.status_code,
+        exc.message,
+        type=exc.type,
+        code=exc.code,
+        param=exc.param,
+        headers=exc.headers,
+    )
+
+
+async def _invalid_parameter(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidParameter)
+    return error_response(400, redact(exc.message), code=exc.code, param=exc.param)
+
+
+async def _session_not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SessionNotFound)
+    return error_response(404, redact(str(exc)))
+
+
+async def _thread_not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ThreadNotFound)
+    return error_response(404, redact(exc.message))
+
+
+async def _backend_error(request: Request, exc: Exception) -> Response:
+    # The cause may name hosts or keys: log it here, never in the response.
+    _logger.warning("ratekeeper: session backend failed: %s", type(exc.__cause__).__name__)
+    return error_response(
+        503,
+        "The session store is unavailable. Please retry shortly.",
+        type="server_error",
+        code="backend_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
+async def _capacity_exceeded(request: Request, exc: Exception) -> Response:
+    return error_response(
+        503,
+        "The service holds as many active sessions as it is configured for. Cancel sessions "
+        "or raise RATEKEEPER_MAX_SESSIONS.",
+        type="server_error",
+        code="capacity_exceeded",
+        headers={"retry-after": "1"},
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    where = redact(f"{request.method} {request.url.path}")
+    if exc.status_code == 404:
+        return error_response(404, f"Invalid URL ({where}).", code="unknown_url")
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        return error_response(
+            405,
+            f"Method not allowed ({where}). Allowed: {allow}.",
+            code="method_not_allowed",
+            headers=exc.headers,
+        )
+    return error_response(exc.status_code, redact(str(exc.detail)), headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Runs outside the request-id middleware, so the id is added here from the scope.
+    request_id = request.scope.get(REQUEST_ID_KEY)
+    headers = {"x-request-id": request_id} if isinstance(request_id, str) else None
+    return error_response(
+        500,
+        "The server had an error while processing your request. Sorry about that! Quote the "
+        "x-request-id header when reporting it.",
+        type="server_error",
+        headers=headers,
+    )
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """Return Starlette's ``exception_handlers`` mapping for the service."""
+    return {
+        ApiError: _api_error,
+        InvalidParameter: _invalid_parameter,
+        SessionNotFound: _session_not_found,
+        ThreadNotFound: _thread_not_found,
+        BackendError: _backend_error,
+        CapacityExceeded: _capacity_exceeded,
+        HTTPException: _http_exception,
+        Exception: _server_error,
+    }

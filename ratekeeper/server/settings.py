@@ -1,0 +1,310 @@
+"""The service's settings: one table, read from command-line flags and ``RATEKEEPER_*`` variables.
+
+:data:`SETTINGS` is the one home of every setting's name, flag, environment variable, default
+and help text; the CLI builds its ``--help`` from it, :meth:`ServerSettings.from_env` reads the
+environment through it, and :meth:`ServerSettings.to_env` writes it back for worker processes.
+A flag beats its environment variable, which beats the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = ("SETTINGS", "ServerSettings", "Setting", "SettingsError", "parse_bool")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class SettingsError(ValueError):
+    """Raised when a setting's value is malformed or settings contradict each other."""
+
+
+def parse_bool(text: str) -> bool:
+    """Parse ``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_keys(text: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in text.split(",") if key.strip())
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a port from 0 to 65535, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return value
+
+
+def _backend(text: str) -> str:
+    value = text.strip()
+    if value == "memory" or value.startswith(("redis://", "rediss://", "unix://")):
+        return value
+    raise ValueError(f"expected 'memory' or a redis://, rediss:// or unix:// URL, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its field, flag, environment variable, parser and help text.
+
+    Attributes:
+        field: the :class:`ServerSettings` field it sets.
+        flag: the command-line flag (``--port``).
+        env: the environment variable (``RATEKEEPER_PORT``).
+        parse: turns the variable's text into the value; raises ``ValueError`` when malformed.
+        help: what it does, for ``ratekeeper serve --help`` and ``docs/server.md``.
+        is_flag: a switch without an argument (a boolean).
+        metavar: the placeholder shown in ``--help``.
+        flag_value: the value a switch sets when given.
+    """
+
+    field: str
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    is_flag: bool = False
+    metavar: str | None = None
+    flag_value: Any = True
+
+
+#: Every setting of the service, in ``--help`` order.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "--host", "RATEKEEPER_HOST", str, "Interface to listen on.", metavar="ADDR"),
+    Setting("port", "--port", "RATEKEEPER_PORT", _port, "TCP port to listen on.", metavar="N"),
+    Setting(
+        "api_keys",
+        "--api-key",
+        "RATEKEEPER_API_KEYS",
+        _parse_keys,
+        "API key accepted on the REST surface (repeat the flag for several; the variable "
+        "takes a comma-separated list). With none, a key is generated at start and printed "
+        "once to stderr.",
+        metavar="KEY",
+    ),
+    Setting(
+        "backend",
+        "--backend",
+        "RATEKEEPER_BACKEND",
+        _backend,
+        "Where sessions live: 'memory' (one process, lost on restart) or a redis://, "
+        "rediss:// or unix:// URL (shared by workers and hosts).",
+        metavar="URL",
+    ),
+    Setting(
+        "redis_cluster",
+        "--redis-cluster",
+        "RATEKEEPER_REDIS_CLUSTER",
+        parse_bool,
+        "Treat the --backend URL as a Redis Cluster node.",
+        is_flag=True,
+    ),
+    Setting(
+        "fail_open",
+        "--fail-open",
+        "RATEKEEPER_FAIL_OPEN",
+        parse_bool,
+        "Admit session requests while the backend is unreachable (otherwise they get 503).",
+        is_flag=True,
+    ),
+    Setting(
+        "workers",
+        "--workers",
+        "RATEKEEPER_WORKERS",
+        _positive_int,
+        "Worker processes. More than 1 needs a Redis backend: in memory each worker would "
+        "enforce its own copy of every limit.",
+        metavar="N",
+    ),
+    Setting(
+        "allow_missing_beta_header",
+        "--allow-missing-beta-header",
+        "RATEKEEPER_ALLOW_MISSING_BETA_HEADER",
+        parse_bool,
+        "Accept REST requests without 'OpenAI-Beta: chatkit_beta=v1' (default: 400 "
+        "invalid_beta, as OpenAI answers).",
+        is_flag=True,
+    ),
+    Setting(
+        "max_body_bytes",
+        "--max-body-bytes",
+        "RATEKEEPER_MAX_BODY_BYTES",
+        _positive_int,
+        "Largest request body accepted; larger ones get 413.",
+        metavar="N",
+    ),
+    Setting(
+        "max_sessions",
+        "--max-sessions",
+        "RATEKEEPER_MAX_SESSIONS",
+        _positive_int,
+        "Most active sessions held in memory; creating one more gets 503 capacity_exceeded.",
+        metavar="N",
+    ),
+    Setting(
+        "retention_s",
+        "--retention",
+        "RATEKEEPER_RETENTION_S",
+        _non_negative_float,
+        "Seconds an expired or cancelled session is remembered (so a late request or cancel "
+        "learns 'expired'/'cancelled' rather than 'not found').",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "log_level",
+        "--log-level",
+        "RATEKEEPER_LOG_LEVEL",
+        _log_level,
+        f"Log level: {', '.join(LOG_LEVELS)}.",
+        metavar="LEVEL",
+    ),
+    Setting(
+        "access_log",
+        "--no-access-log",
+        "RATEKEEPER_ACCESS_LOG",
+        parse_bool,
+        "Turn off the per-request access log (the variable: 'false').",
+        is_flag=True,
+        flag_value=False,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Everything the service is configured with. Immutable.
+
+    Attributes:
+        host: interface to listen on.
+        port: TCP port.
+        api_keys: keys accepted on the REST surface (``()``: one is generated at start).
+        backend: ``"memory"`` or a Redis URL.
+        redis_cluster: whether the Redis URL names a cluster node.
+        fail_open: admit session requests while the backend is unreachable.
+        workers: worker processes (> 1 only with Redis).
+        allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
+        max_body_bytes: largest request body accepted.
+        max_sessions: cap on active sessions in memory.
+        retention_s: how long ended sessions are remembered.
+        log_level: uvicorn's and ratekeeper's log level.
+        access_log: whether uvicorn logs every request.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    backend: str = "memory"
+    redis_cluster: bool = False
+    fail_open: bool = False
+    workers: int = 1
+    allow_missing_beta_header: bool = False
+    max_body_bytes: int = 1_048_576
+    max_sessions: int = 1_000_000
+    retention_s: float = 3600.0
+    log_level: str = "info"
+    access_log: bool = True
+
+    @property
+    def uses_memory(self) -> bool:
+        """Whether sessions live in this process."""
+        return self.backend == "memory"
+
+    def __repr__(self) -> str:
+        # Keys are secrets: show how many, never which.
+        shown = ", ".join(
+            f"{f.name}=<{len(self.api_keys)} key(s)>"
+            if f.name == "api_keys"
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"ServerSettings({shown})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read every ``RATEKEEPER_*`` variable that is set; defaults for the rest.
+
+        Raises:
+            SettingsError: a variable is malformed (the message names it, never its value
+                when it holds API keys).
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            text = environ.get(setting.env)
+            if text is None:
+                continue
+            values[setting.field] = setting_value(setting, text)
+        return cls(**values).checked()
+
+    def to_env(self) -> dict[str, str]:
+        """Return the environment variables that reproduce these settings in a worker."""
+        env = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.field)
+            if isinstance(value, tuple):
+                env[setting.env] = ",".join(value)
+            elif isinstance(value, bool):
+                env[setting.env] = "true" if value else "false"
+            else:
+                env[setting.env] = str(value)
+        return env
+
+    def with_values(self, **changes: Any) -> ServerSettings:
+        """Return a copy with ``changes`` applied and checked."""
+        return replace(self, **changes).checked()
+
+    def checked(self) -> ServerSettings:
+        """Return ``self`` if the settings are consistent.
+
+        Raises:
+            SettingsError: several workers on the in-memory backend, or a cluster flag
+                without a Redis URL.
+        """
+        if self.workers > 1 and self.uses_memory:
+            raise SettingsError(
+                f"--workers {self.workers} needs a shared backend: on the in-memory backend "
+                "every worker would enforce its own copy of every session and limit. Use "
+                "--backend redis://HOST:PORT/0, or --workers 1."
+            )
+        if self.redis_cluster and self.uses_memory:
+            raise SettingsError("--redis-cluster needs --backend with a Redis URL")
+        return self
+
+
+def setting_value(setting: Setting, text: str) -> Any:
+    """Parse one setting's text, raising :class:`SettingsError` that names the setting."""
+    try:
+        return setting.parse(text)
+    except ValueError as exc:
+        shown = "" if setting.field == "api_keys" else f": {exc}"
+        raise SettingsError(f"invalid {setting.env} / {setting.flag}{shown}") from None

@@ -1,0 +1,69 @@
+"""``/v1/chatkit/threads``: list, retrieve, delete, and list a thread's items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .context import ServiceContext
+from .threads import Page
+from .validation import parse_list_query
+
+__all__ = ("delete_thread", "list_thread_items", "list_threads", "retrieve_thread")
+
+
+def _envelope(page: Page[Any]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [entry.to_json() for entry in page.data],
+        "first_id": page.first_id,
+        "last_id": page.last_id,
+        "has_more": page.has_more,
+    }
+
+
+async def list_threads(request: Request) -> JSONResponse:
+    """List threads, newest first by default (``ListThreadsMethod``)."""
+    ctx = ServiceContext.of(request)
+    ctx.authorize(request)
+    query = parse_list_query(request.query_params, with_user=True)
+    page = ctx.threads.list_threads(
+        user=query.user,
+        limit=query.limit,
+        order=query.order,
+        after=query.after,
+        before=query.before,
+    )
+    return JSONResponse(_envelope(page))
+
+
+async def retrieve_thread(request: Request) -> JSONResponse:
+    """Return one thread (``GetThreadMethod``)."""
+    ctx = ServiceContext.of(request)
+    ctx.authorize(request)
+    return JSONResponse(ctx.threads.get_thread(request.path_params["thread_id"]).to_json())
+
+
+async def delete_thread(request: Request) -> JSONResponse:
+    """Delete a thread and its items (``DeleteThreadMethod``)."""
+    ctx = ServiceContext.of(request)
+    ctx.authorize(request)
+    thread = ctx.threads.delete_thread(request.path_params["thread_id"])
+    return JSONResponse({"id": thread.id, "object": "chatkit.thread.deleted", "deleted": True})
+
+
+async def list_thread_items(request: Request) -> JSONResponse:
+    """List a thread's items (``ListThreadItemsMethod``)."""
+    ctx = ServiceContext.of(request)
+    ctx.authorize(request)
+    query = parse_list_query(request.query_params, with_user=False)
+    page = ctx.threads.list_items(
+        request.path_params["thread_id"],
+        limit=query.limit,
+        order=query.order,
+        after=query.after,
+        before=query.before,
+    )
+    return JSONResponse(_envelope(page))
