@@ -18,6 +18,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
 from ratekeeper.backend import Backend
+from tests.redis.servers import make_redis, make_redis_cluster
 
 T = TypeVar("T")
 
@@ -32,7 +33,11 @@ async def _make_memory(clock: ManualClock, options: dict[str, Any]) -> Backend:
 
 
 #: Backend name -> async maker. Other backends add themselves here.
-MAKERS: dict[str, Maker] = {"memory": _make_memory}
+MAKERS: dict[str, Maker] = {
+    "memory": _make_memory,
+    "redis": make_redis,
+    "redis-cluster": make_redis_cluster,
+}
 
 
 class Harness:

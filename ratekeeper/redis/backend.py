@@ -1,0 +1,581 @@
+"""The Redis backend: the engine's semantics over Redis or Redis Cluster, one script per decision.
+
+State per session is a hash and a window list under the session's own hash tag
+(:mod:`ratekeeper.redis.keys`); every per-session operation is one Lua script on one slot, so
+it is atomic across any number of gateway processes. Time is Redis ``TIME`` inside the scripts
+(one clock for every gateway, never a gateway's own), in integer microseconds so that window
+boundaries are exact. An injected clock (tests: :class:`~ratekeeper.clock.ManualClock`) is passed
+into the scripts instead, with the engine's arithmetic: ``expires_at`` from wall time, the
+deadline on monotonic time.
+
+Sweeping is shared: a due session is claimed on its index shard under a lease, flipped by a
+script that only turns ``active`` into ``expired`` (so whoever flips it reports it, exactly
+once), then acknowledged. Ended sessions are purged by the sweep after ``retention_s``, as the
+engine does, and every key also carries a TTL, so nothing outlives its retention even if every
+sweeper dies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
+
+from .._params import validate_limits
+from .._secrets import new_client_secret, secret_digest
+from ..clock import Clock
+from ..engine import EngineStatistics, Expired
+from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
+from ..types import (
+    INFINITY,
+    WINDOW_S,
+    Decision,
+    FileUploadLimits,
+    HistoryLimits,
+    Reason,
+    Session,
+    SessionStatus,
+    UploadDecision,
+)
+from ..window import unknown_decision
+from ._scripts import Script, load_scripts
+from .keys import SESSION_ID_PATTERN, KeySpace, session_id_for
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Client: TypeAlias = Redis | RedisCluster
+
+__all__ = ("RedisBackend",)
+
+_DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
+_new = tuple.__new__  # builds a Decision without NamedTuple's Python-level __new__
+_ALLOWED = Reason.ALLOWED
+_RATE_LIMITED = Reason.RATE_LIMITED
+_EXPIRED = Reason.EXPIRED
+_CANCELLED = Reason.CANCELLED
+_US = 1_000_000
+# Keys outlive their logical retention by this much: TTLs are a safety net, not the rule.
+_TTL_MARGIN_MS = 1_000
+# With an injected clock the logical time need not follow real time; a wide margin keeps a
+# slow test run from losing keys that the injected clock still considers alive.
+_INJECTED_TTL_MARGIN_MS = 600_000
+# Upper bounds on one sweep's work per call: keeps every script short (Redis is single-threaded).
+_MAX_SWEEP_BATCH = 1_000
+_MAX_PURGE_BATCH = 1_000
+
+
+def _session_id(client_secret: str) -> tuple[str, bytes]:
+    """Return the session id a secret names and the digest stored for it."""
+    return session_id_for(client_secret), secret_digest(client_secret)
+
+
+def _wrap(exc: BaseException) -> BackendError:
+    # The driver's message names the server and the failure, never a key's value: no secrets.
+    return BackendError(f"Redis backend failed: {type(exc).__name__}: {exc}")
+
+
+class RedisBackend:
+    """Sessions and exact per-session sliding windows in Redis, behind the ``Backend`` protocol.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` client.
+        clock: ``None`` (default) uses Redis ``TIME`` inside every script; a clock is read by
+            the backend and passed in instead (for tests: a ``ManualClock``).
+        key_prefix: first segment of every key; distinct prefixes share a server safely.
+        retention_s: how long expired and cancelled sessions are kept, as in the engine.
+        expiry_shards: number of sorted sets holding the expiry index (spread over a cluster).
+        max_sessions: optional cap on active sessions; checked before each creation, so under
+            concurrent creators it may be overshot by the number of concurrent creations.
+        claim_lease_s: how long a sweeper's claim on a due session lasts if it dies mid-sweep.
+        owns_client: close ``client`` in :meth:`aclose`.
+
+    Use it from one asyncio event loop (redis-py's asyncio client does not run on trio). Not
+    thread-safe; any number of processes may share one Redis.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        clock: Clock | None = None,
+        key_prefix: str = "rk",
+        retention_s: float = 3600.0,
+        expiry_shards: int = 16,
+        max_sessions: int | None = None,
+        claim_lease_s: float = 30.0,
+        owns_client: bool = False,
+    ) -> None:
+        if retention_s < 0:
+            raise ValueError(f"retention_s must be >= 0, got {retention_s!r}")
+        if max_sessions is not None and max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions!r}")
+        if claim_lease_s <= 0:
+            raise ValueError(f"claim_lease_s must be > 0, got {claim_lease_s!r}")
+        self._client = client
+        self.clock = clock
+        self.keys = KeySpace(key_prefix, expiry_shards)
+        self.retention_s = float(retention_s)
+        self.max_sessions = max_sessions
+        self._retention_us = str(round(retention_s * _US))
+        self._lease_us = str(round(claim_lease_s * _US))
+        self._margin_ms = str(_TTL_MARGIN_MS if clock is None else _INJECTED_TTL_MARGIN_MS)
+        self._owns_client = owns_client
+        self._scripts = load_scripts()
+        self._admit_sha = self._scripts["admit"].sha
+        self._tag_open = key_prefix + ":{"
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        clock: Clock | None = None,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float = 2.0,
+        **options: Any,
+    ) -> RedisBackend:
+        """Connect to ``redis://``, ``rediss://`` or ``unix://`` Redis (or a cluster) by URL.
+
+        Args:
+            url: the server's URL; with ``cluster=True``, any node of the cluster.
+            cluster: speak the Redis Cluster protocol.
+            clock: see the class; ``None`` uses Redis ``TIME``.
+            socket_timeout: seconds before a command on a stuck connection fails, so a hung
+                Redis becomes a :class:`~ratekeeper.errors.BackendError`, never a hang.
+            socket_connect_timeout: seconds before a connection attempt fails.
+            **options: the backend's keyword arguments (``key_prefix``, ``retention_s``,
+                ``expiry_shards``, ``max_sessions``, ``claim_lease_s``).
+
+        No I/O happens until the first call.
+        """
+        # A command is retried once, only on a connection error (a stale pooled connection
+        # after a Redis restart), never on a timeout: a timed-out admission may have counted.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        client: Client
+        if cluster:
+            client = RedisCluster.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                retry=retry,
+            )
+        else:
+            client = Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                retry=retry,
+            )
+        return cls(client, clock=clock, owns_client=True, **options)
+
+    @property
+    def client(self) -> Client:
+        """The redis-py client this backend runs its scripts on."""
+        return self._client
+
+    # -- running scripts --------------------------------------------------------------------
+
+    def _now(self) -> str:
+        clock = self.clock
+        return "" if clock is None else str(round(clock.monotonic() * _US))
+
+    async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self._client
+        try:
+            try:
+                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # Redis lost its script cache: EVAL sends the source and caches it again.
+                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+        except _DRIVER_ERRORS as exc:
+            raise _wrap(exc) from exc
+
+    async def _eval_many(
+        self, calls: Sequence[tuple[Script | None, Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run scripts (or, with ``None``, plain commands) in one pipelined round trip."""
+        if not calls:
+            return []
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                if script is None:
+                    pipe.execute_command(*keys, *args)
+                else:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        except _DRIVER_ERRORS as exc:
+            raise _wrap(exc) from exc
+        out = []
+        for (script, keys, args), result in zip(calls, results, strict=True):
+            if script is not None and isinstance(result, NoScriptError):
+                result = await self._eval(script, keys, args)
+            elif isinstance(result, Exception):
+                raise _wrap(result) from result
+            out.append(result)
+        return out
+
+    # -- creation ---------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        user: str,
+        *,
+        expires_after_s: int = 600,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
+        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create an active session and return it with its ``client_secret``.
+
+        As :meth:`Engine.create_session <ratekeeper.engine.Engine.create_session>`;
+        ``attributes`` must be JSON-serializable here (they are stored as JSON).
+
+        Raises:
+            InvalidParameter: a value is missing, of the wrong type or out of range.
+            CapacityExceeded: ``max_sessions`` sessions are already active.
+            BackendError: Redis failed.
+        """
+        validate_limits(user, expires_after_s, max_requests_per_1_minute, file_upload, history)
+        attrs = dict(attributes) if attributes else {}
+        try:
+            meta = json.dumps(
+                {
+                    "user": user,
+                    "fu": [file_upload.enabled, file_upload.max_file_size, file_upload.max_files],
+                    "h": [history.enabled, history.recent_threads],
+                    "a": attrs,
+                },
+                separators=(",", ":"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameter(
+                "Invalid 'attributes': the Redis backend stores attributes as JSON.",
+                param="attributes",
+                code="invalid_type",
+            ) from exc
+        if self.max_sessions is not None:
+            await self._check_capacity(self.max_sessions)
+        clock = self.clock
+        if clock is None:
+            mono = wall = ""
+        else:
+            wall = str(round(clock.time() * _US))
+            mono = str(round(clock.monotonic() * _US))
+        # 128-bit ids derived from 256-bit secrets do not collide; the loop is for correctness.
+        for _ in range(3):
+            secret = new_client_secret()
+            sid, digest = _session_id(secret)
+            reply = await self._eval(
+                self._scripts["create"],
+                self.keys.session(sid)[:1],
+                (
+                    mono,
+                    wall,
+                    digest,
+                    sid,
+                    meta,
+                    expires_after_s,
+                    max_requests_per_1_minute,
+                    int(file_upload.enabled),
+                    file_upload.max_file_size,
+                    file_upload.max_files,
+                    self._retention_us,
+                    self._margin_ms,
+                ),
+            )
+            if reply[0] == 1:
+                break
+        else:  # pragma: no cover - three 128-bit collisions in a row
+            raise BackendError("could not allocate a unique session id")
+        _, expires_at, created_us, deadline_us = reply
+        index = self.keys.shard(self.keys.shard_of(sid))[0]
+        await self._eval(
+            self._scripts["index_add"],
+            (index,),
+            (mono, sid, deadline_us, self._retention_us, self._margin_ms),
+        )
+        return Session(
+            id=sid,
+            user=user,
+            status=SessionStatus.ACTIVE,
+            expires_at=int(expires_at),
+            created_at=int(created_us) / _US,
+            max_requests_per_1_minute=max_requests_per_1_minute,
+            file_upload=file_upload,
+            history=history,
+            attributes=attrs,
+            client_secret=secret,
+        )
+
+    async def _check_capacity(self, max_sessions: int) -> None:
+        active = (await self.statistics()).active
+        if active >= max_sessions:
+            # Due sessions still count until flipped, as in the engine: flip them first.
+            await self.sweep(active)
+            if (await self.statistics()).active >= max_sessions:
+                raise CapacityExceeded(
+                    f"cannot create a session: {max_sessions} sessions are active "
+                    "(raise max_sessions, or cancel sessions)"
+                )
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    async def admit(self, client_secret: str) -> Decision:
+        """Decide whether one request on the session behind ``client_secret`` may proceed.
+
+        One ``EVALSHA`` round trip; admitted requests are counted, rejected ones are not.
+
+        Raises:
+            BackendError: Redis failed (the gate turns this into fail-closed or fail-open).
+        """
+        sid, digest = _session_id(client_secret)
+        tagged = self._tag_open + sid
+        args = (2, tagged + "}:s", tagged + "}:w", self._now(), digest)
+        client = self._client
+        try:
+            try:
+                reply = await client.execute_command("EVALSHA", self._admit_sha, *args)
+            except NoScriptError:
+                reply = await client.execute_command("EVAL", self._scripts["admit"].source, *args)
+        except _DRIVER_ERRORS as exc:
+            raise _wrap(exc) from exc
+        code = reply[0]
+        if code == 1:
+            return _new(Decision, (True, _ALLOWED, reply[1], reply[2], 0.0, WINDOW_S, sid))
+        if code == 2:
+            return _new(
+                Decision,
+                (False, _RATE_LIMITED, reply[1], 0, reply[2] / _US, reply[3] / _US, sid),
+            )
+        if code == 0:
+            return unknown_decision()
+        reason = _EXPIRED if code == 3 else _CANCELLED
+        return _new(Decision, (False, reason, reply[1], 0, INFINITY, 0.0, sid))
+
+    async def lookup(self, client_secret: str) -> Session | None:
+        """Return the session behind ``client_secret`` as of now, without counting a request."""
+        sid, digest = _session_id(client_secret)
+        reply = await self._eval(
+            self._scripts["read"], self.keys.session(sid)[:1], (self._now(), digest)
+        )
+        if reply[0] == 0:
+            return None
+        return _snapshot(sid, *reply[1:])
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one file upload against the session's ``file_upload`` limits, if it fits.
+
+        Raises:
+            SessionNotFound: no such session.
+            BackendError: Redis failed.
+        """
+        reply = await self._eval(
+            self._scripts["upload"],
+            self._session_keys(session_id)[:1],
+            (self._now(), int(size_bytes)),
+        )
+        if reply[0] == 0:
+            raise SessionNotFound(session_id)
+        _, allowed, reason, used, max_files = reply
+        return UploadDecision(bool(allowed), reason.decode(), int(used), int(max_files))
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> Session:
+        """Return the session as of now (a due session reads ``expired`` before any sweep).
+
+        Raises:
+            SessionNotFound: no such session (or it was purged after its retention).
+            BackendError: Redis failed.
+        """
+        keys = self._session_keys(session_id)
+        reply = await self._eval(self._scripts["read"], keys[:1], (self._now(), ""))
+        if reply[0] == 0:
+            raise SessionNotFound(session_id)
+        return _snapshot(session_id, *reply[1:])
+
+    async def cancel(self, session_id: str) -> Session:
+        """Cancel an active session; idempotent, and a no-op on an expired one.
+
+        Raises:
+            SessionNotFound: no such session.
+            BackendError: Redis failed.
+        """
+        keys = self._session_keys(session_id)
+        reply = await self._eval(
+            self._scripts["cancel"], keys, (self._now(), self._retention_us, self._margin_ms)
+        )
+        if reply[0] == 0:
+            raise SessionNotFound(session_id)
+        if reply[0] == 1:
+            # Bookkeeping on the index shard (another slot): drop the deadline, schedule the
+            # purge. If this step fails, the sweep later finds the entry and drops it.
+            index, _, cancelled = self.keys.shard(self.keys.shard_of(session_id))
+            await self._eval(
+                self._scripts["index_end"],
+                (index, cancelled),
+                (str(reply[6]), session_id, self._retention_us, self._margin_ms),
+            )
+        return _snapshot(session_id, *reply[1:6])
+
+    async def sweep(self, max_items: int) -> list[Expired]:
+        """Flip due sessions to ``expired`` (at most ``max_items``), purge old ended ones.
+
+        Safe to run in several processes at once: each due session is flipped, and returned,
+        by exactly one of them. Returns the sessions flipped, earliest deadline first.
+
+        Raises:
+            BackendError: Redis failed.
+        """
+        keys = self.keys
+        scripts = self._scripts
+        now = self._now()
+        batch = max(0, min(max_items, _MAX_SWEEP_BATCH))
+        peeks = await self._eval_many(
+            [
+                (scripts["peek"], keys.shard(i), (now, batch, _MAX_PURGE_BATCH))
+                for i in range(keys.shards)
+            ]
+        )
+        purged: list[tuple[Script | None, Sequence[str], Sequence[Any]]] = []
+        due: list[tuple[int, int, str]] = []
+        for shard, (gone, pairs) in enumerate(peeks):
+            purged.extend((None, ("DEL", *keys.session(sid.decode())), ()) for sid in gone)
+            due.extend(
+                (int(float(pairs[i + 1])), shard, pairs[i].decode())
+                for i in range(0, len(pairs), 2)
+            )
+        await self._eval_many(purged)
+        if not due or batch == 0:
+            return []
+        due.sort()
+        by_shard: dict[int, list[str]] = {}
+        for _, shard, sid in due[:batch]:
+            by_shard.setdefault(shard, []).append(sid)
+        shards = list(by_shard)
+        claims = await self._eval_many(
+            [
+                (scripts["claim"], keys.shard(s)[:1], (now, self._lease_us, *by_shard[s]))
+                for s in shards
+            ]
+        )
+        claimed = [(s, sid.decode()) for s, ids in zip(shards, claims, strict=True) for sid in ids]
+        flips = await self._eval_many(
+            [
+                (scripts["flip"], keys.session(sid), (now, self._retention_us, self._margin_ms))
+                for _, sid in claimed
+            ]
+        )
+        flipped: list[tuple[int, Expired]] = []
+        settle: dict[int, tuple[list[str], list[str], list[str]]] = {}
+        for (shard, sid), reply in zip(claimed, flips, strict=True):
+            done, dropped, restore = settle.setdefault(shard, ([], [], []))
+            if reply[0] == 1:
+                _, deadline_us, expires_at, created_us, meta, limit, flip_now = reply
+                session = _snapshot(sid, b"expired", expires_at, created_us, meta, limit)
+                flipped.append((deadline_us, Expired(session, (flip_now - deadline_us) / _US)))
+                done.append(sid)
+            elif reply[0] == 2:
+                restore.extend((sid, str(reply[1])))
+            else:
+                dropped.append(sid)
+        await self._eval_many(
+            [
+                (
+                    scripts["ack"],
+                    keys.shard(s)[:2],
+                    (
+                        now,
+                        self._retention_us,
+                        self._margin_ms,
+                        len(done),
+                        len(dropped),
+                        *done,
+                        *dropped,
+                        *restore,
+                    ),
+                )
+                for s, (done, dropped, restore) in settle.items()
+            ]
+        )
+        flipped.sort(key=_first)
+        return [expired for _, expired in flipped]
+
+    async def time_to_next_deadline(self) -> float | None:
+        """Seconds until :meth:`sweep` next has work (<= 0: now), ``None`` if never."""
+        now = self._now()
+        replies = await self._eval_many(
+            [(self._scripts["next"], self.keys.shard(i), (now,)) for i in range(self.keys.shards)]
+        )
+        waits = [reply for reply in replies if reply is not None]
+        return min(waits) / _US if waits else None
+
+    async def statistics(self) -> EngineStatistics:
+        """Count active sessions, and ended ones still retained, across every index shard."""
+        calls: list[tuple[Script | None, Sequence[str], Sequence[Any]]] = []
+        for i in range(self.keys.shards):
+            calls.extend((None, ("ZCARD", key), ()) for key in self.keys.shard(i))
+        counts = await self._eval_many(calls)
+        return EngineStatistics(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
+
+    async def aclose(self) -> None:
+        """Close the client if this backend created it (``from_url``)."""
+        if self._owns_client:
+            try:
+                await self._client.aclose()
+            except _DRIVER_ERRORS as exc:
+                raise _wrap(exc) from exc
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _session_keys(self, session_id: str) -> tuple[str, str]:
+        # Ids this backend never issues are unknown without a round trip (and never reach a
+        # key name, where a brace could move them to another slot).
+        if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
+            raise SessionNotFound(str(session_id))
+        return self.keys.session(session_id)
+
+    def __repr__(self) -> str:
+        kind = "cluster" if isinstance(self._client, RedisCluster) else "standalone"
+        return (
+            f"RedisBackend({kind}, key_prefix={self.keys.prefix!r}, "
+            f"shards={self.keys.shards}, clock={self.clock!r})"
+        )
+
+
+def _first(pair: tuple[int, Expired]) -> int:
+    return pair[0]
+
+
+def _snapshot(
+    sid: str, status: bytes, expires_at: Any, created_us: Any, meta: bytes, limit: Any
+) -> Session:
+    data = json.loads(meta)
+    return Session(
+        id=sid,
+        user=data["user"],
+        status=SessionStatus(status.decode()),
+        expires_at=int(expires_at),
+        created_at=int(created_us) / _US,
+        max_requests_per_1_minute=int(limit),
+        file_upload=FileUploadLimits(*data["fu"]),
+        history=HistoryLimits(*data["h"]),
+        attributes=data["a"],
+    )
