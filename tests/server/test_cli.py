@@ -1,0 +1,163 @@
+"""``ratekeeper serve``: settings from flags and environment, refusals, a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from ratekeeper.server import SETTINGS, ServerSettings, SettingsError
+from ratekeeper.server.cli import build_parser, main, settings_from_args
+
+RATEKEEPER = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> ServerSettings:
+    return settings_from_args(build_parser().parse_args(["serve", *argv]), env or {})
+
+
+def test_help_documents_every_setting_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ratekeeper serve --help` names every flag and every RATEKEEPER_* variable."""
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    for setting in SETTINGS:
+        assert setting.flag in text
+        assert setting.env in text
+
+
+def test_defaults() -> None:
+    """With nothing set: loopback, port 8000, memory, one worker, beta header required."""
+    settings = parse([])
+    assert settings == ServerSettings()
+    assert (settings.host, settings.port, settings.backend) == ("127.0.0.1", 8000, "memory")
+    assert settings.allow_missing_beta_header is False
+
+
+def test_environment_then_flags() -> None:
+    """Variables set values; flags beat variables; keys come from both forms."""
+    env = {
+        "RATEKEEPER_PORT": "9000",
+        "RATEKEEPER_API_KEYS": "rk-a, rk-b",
+        "RATEKEEPER_FAIL_OPEN": "true",
+        "RATEKEEPER_ACCESS_LOG": "off",
+        "RATEKEEPER_MAX_BODY_BYTES": "2048",
+    }
+    from_env = parse([], env)
+    assert from_env.port == 9000
+    assert from_env.api_keys == ("rk-a", "rk-b")
+    assert from_env.fail_open is True
+    assert from_env.access_log is False
+    assert from_env.max_body_bytes == 2048
+    flagged = parse(["--port", "9100", "--api-key", "rk-c", "--api-key", "rk-d"], env)
+    assert flagged.port == 9100
+    assert flagged.api_keys == ("rk-c", "rk-d")
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    """to_env() is what workers read back with from_env()."""
+    settings = ServerSettings(
+        api_keys=("rk-1", "rk-2"),
+        backend="redis://127.0.0.1:6379/0",
+        workers=3,
+        fail_open=True,
+        retention_s=12.5,
+    )
+    assert ServerSettings.from_env(settings.to_env()) == settings
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "http"], {}, "RATEKEEPER_PORT"),
+        (["--workers", "0"], {}, "RATEKEEPER_WORKERS"),
+        ([], {"RATEKEEPER_FAIL_OPEN": "maybe"}, "RATEKEEPER_FAIL_OPEN"),
+        (["--backend", "postgres://x"], {}, "RATEKEEPER_BACKEND"),
+        (["--workers", "2"], {}, "needs a shared backend"),
+        (["--redis-cluster"], {}, "--redis-cluster needs"),
+        (["--log-level", "loud"], {}, "RATEKEEPER_LOG_LEVEL"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_message(
+    argv: list[str], env: dict[str, str], message: str
+) -> None:
+    """Malformed or contradictory settings raise SettingsError naming the setting."""
+    with pytest.raises(SettingsError, match=message):
+        parse(argv, env)
+
+
+def test_api_keys_never_appear_in_errors_or_repr() -> None:
+    """A malformed key variable is reported without its value; repr hides keys."""
+    assert "rk-secret" not in repr(ServerSettings(api_keys=("rk-secret",)))
+    assert "<1 key(s)>" in repr(ServerSettings(api_keys=("rk-secret",)))
+
+
+def test_key_with_secret_prefix_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """An API key must not look like a client secret (ek_…)."""
+    assert main(["serve", "--api-key", "ek_looks_like_a_secret", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "reserved for client secrets" in err
+    assert "ek_looks_like_a_secret" not in err
+
+
+def test_workers_on_memory_backend_exit_with_a_message() -> None:
+    """The real command refuses several workers on the in-memory backend, without traceback."""
+    result = subprocess.run(
+        [RATEKEEPER, "serve", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "needs a shared backend" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_generates_and_prints_a_key_once_then_accepts_it() -> None:
+    """With no key configured, one is printed once at start and it authenticates requests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
+    process = subprocess.Popen(
+        [RATEKEEPER, "serve", "--port", "0", "--log-level", "info"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = _read_until(process, "Uvicorn running on")
+        key_lines = [line.strip() for line in lines if line.strip().startswith("rk-")]
+        assert len(key_lines) == 1
+        port = int(lines[-1].rsplit(":", 1)[1].split()[0])
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/v1/chatkit/threads",
+            headers={"Authorization": f"Bearer {key_lines[0]}", "OpenAI-Beta": "chatkit_beta=v1"},
+        )
+        assert response.status_code == 200
+    finally:
+        process.terminate()
+        _, rest = process.communicate(timeout=30)
+    # The access log line for the request above does not repeat the key.
+    assert key_lines[0] not in rest
+
+
+def _read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 1.0)
+        if not ready:
+            continue
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError("server did not start:\n" + "".join(lines))
