@@ -9,6 +9,8 @@ Routes::
     DELETE /v1/chatkit/threads/{thread_id}           delete it (API key)
     GET    /v1/chatkit/threads/{thread_id}/items     list its items (API key)
     GET|POST /ratekeeper/admit                       admit one session request (client secret)
+    POST   /chatkit  (+ /chatkit/attachments/…)      ChatKit protocol (client secret), when
+                                                     openai-chatkit is installed
     GET    /healthz  /metrics  /openapi.json         open
 """
 
@@ -169,6 +171,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *_chatkit_protocol_routes(context),
     ]
     app = Starlette(
         routes=routes,
@@ -178,6 +181,20 @@ def create_app(
     )
     app.state.ratekeeper = context
     return app
+
+
+def _chatkit_protocol_routes(context: ServiceContext) -> list[BaseRoute]:
+    """``POST /chatkit`` on the app's gate and threads, if openai-chatkit is installed.
+
+    Imported only here, so the service starts (without the endpoint) when it is not.
+    """
+    try:
+        from ..chatkit import chatkit_routes  # optional: imported only when present
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in ("chatkit", "agents"):
+            return []
+        raise
+    return list(chatkit_routes(context.gate, context.threads))
 
 
 def app_from_env() -> Starlette:

@@ -24,15 +24,26 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Literal, TypeVar
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
 
 from sortedcontainers import SortedKeyList
 
 from .._secrets import new_id
 from ..clock import Clock, SystemClock
 from ..errors import InvalidParameter, RatekeeperError
+from .thread_values import (
+    ACTIVE,
+    ITEM_TYPES,
+    Page,
+    StoredItem,
+    StoredThread,
+    ThreadStatus,
+    assistant_message,
+    check_content,
+    user_message,
+)
 
 __all__ = (
     "ITEM_TYPES",
@@ -47,20 +58,9 @@ __all__ = (
     "user_message",
 )
 
-#: The ``type`` of every thread item the REST schema knows.
-ITEM_TYPES = (
-    "chatkit.user_message",
-    "chatkit.assistant_message",
-    "chatkit.widget",
-    "chatkit.client_tool_call",
-    "chatkit.task",
-    "chatkit.task_group",
-)
-_THREAD_STATUSES = ("active", "locked", "closed")
 #: How many deleted threads (and items) keep their position for cursors.
 _TOMBSTONES = 10_000
 
-Order = Literal["asc", "desc"]
 T = TypeVar("T")
 Key = tuple[int, int]
 
@@ -79,151 +79,8 @@ class ThreadNotFound(RatekeeperError, LookupError):
         self.item_id = item_id
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadStatus:
-    """A thread's ``status``: ``active``, or ``locked``/``closed`` with an optional reason.
-
-    Attributes:
-        type: ``"active"``, ``"locked"`` or ``"closed"``.
-        reason: why it was locked or closed (always ``None`` when active).
-    """
-
-    type: Literal["active", "locked", "closed"] = "active"
-    reason: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.type not in _THREAD_STATUSES:
-            raise ValueError(f"thread status must be one of {_THREAD_STATUSES}, got {self.type!r}")
-        if self.type == "active" and self.reason is not None:
-            raise ValueError("an active thread has no status reason")
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the REST form: ``{"type": "active"}`` or ``{"type", "reason"}``."""
-        if self.type == "active":
-            return {"type": "active"}
-        return {"type": self.type, "reason": self.reason}
-
-
-ACTIVE = ThreadStatus()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredThread:
-    """A thread as stored.
-
-    Attributes:
-        id: ``cthr_…`` (or any id the caller chose).
-        user: the end user the thread belongs to.
-        created_at: integer Unix time of creation.
-        title: the title, ``None`` until one is set.
-        status: active, locked or closed.
-        extra: opaque data an adapter keeps beside the thread (e.g. a ChatKit
-            ``ThreadMetadata``); never shown by the REST surface.
-    """
-
-    id: str
-    user: str
-    created_at: int
-    title: str | None = None
-    status: ThreadStatus = ACTIVE
-    extra: Any = field(default=None, compare=False, repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the ``chatkit.thread`` object of the REST schema."""
-        return {
-            "id": self.id,
-            "object": "chatkit.thread",
-            "created_at": self.created_at,
-            "title": self.title,
-            "status": self.status.to_json(),
-            "user": self.user,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class StoredItem:
-    """A thread item as stored.
-
-    Attributes:
-        id: ``cthi_…`` (or any id the caller chose).
-        thread_id: the thread it belongs to.
-        created_at: integer Unix time of creation.
-        content: the type-specific fields of the REST ``ThreadItem``, ``type`` included
-            (e.g. ``{"type": "chatkit.user_message", "content": [...], "attachments": [],
-            "inference_options": None}``); see :func:`user_message`, :func:`assistant_message`.
-        extra: opaque data an adapter keeps beside the item (e.g. a ChatKit ``ThreadItem``).
-    """
-
-    id: str
-    thread_id: str
-    created_at: int
-    content: Mapping[str, Any]
-    extra: Any = field(default=None, compare=False, repr=False)
-
-    @property
-    def type(self) -> str:
-        """The item's ``type``, e.g. ``"chatkit.user_message"``."""
-        return str(self.content["type"])
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the ``chatkit.thread_item`` object of the REST schema."""
-        return {
-            "id": self.id,
-            "object": "chatkit.thread_item",
-            "created_at": self.created_at,
-            "thread_id": self.thread_id,
-            **self.content,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a listing.
-
-    Attributes:
-        data: the entries, in the requested order.
-        has_more: whether more entries lie beyond this page in the direction of travel.
-    """
-
-    data: list[T]
-    has_more: bool
-
-    @property
-    def first_id(self) -> str | None:
-        """Id of the first entry, ``None`` for an empty page."""
-        return _id_of(self.data[0]) if self.data else None
-
-    @property
-    def last_id(self) -> str | None:
-        """Id of the last entry, ``None`` for an empty page."""
-        return _id_of(self.data[-1]) if self.data else None
-
-
 def _id_of(entry: Any) -> str:
     return str(entry.id)
-
-
-def user_message(
-    text: str, *, attachments: Iterable[Mapping[str, Any]] = (), quoted_text: str | None = None
-) -> dict[str, Any]:
-    """Return the ``content`` of a ``chatkit.user_message`` item holding ``text``."""
-    content: list[dict[str, Any]] = [{"type": "input_text", "text": text}]
-    if quoted_text is not None:
-        content.append({"type": "quoted_text", "text": quoted_text})
-    return {
-        "type": "chatkit.user_message",
-        "content": content,
-        "attachments": [dict(a) for a in attachments],
-        "inference_options": None,
-    }
-
-
-def assistant_message(text: str) -> dict[str, Any]:
-    """Return the ``content`` of a ``chatkit.assistant_message`` item holding ``text``."""
-    return {
-        "type": "chatkit.assistant_message",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
 
 
 class _Entries(Generic[T]):
@@ -409,7 +266,7 @@ class ThreadStore:
         *,
         user: str | None = None,
         limit: int = 20,
-        order: Order = "desc",
+        order: str = "desc",
         after: str | None = None,
         before: str | None = None,
     ) -> Page[StoredThread]:
@@ -457,7 +314,7 @@ class ThreadStore:
             ThreadNotFound: no such thread.
             ValueError: ``content`` has no known ``type``, or ``item_id`` is taken.
         """
-        _check_content(content)
+        check_content(content)
         with self._lock:
             items = self._record(thread_id).items
             item_id = item_id if item_id is not None else new_id("cthi")
@@ -484,7 +341,7 @@ class ThreadStore:
             ThreadNotFound: no such thread or item.
             ValueError: ``content`` has no known ``type``.
         """
-        _check_content(content)
+        check_content(content)
         with self._lock:
             items = self._record(thread_id).items
             old = items.by_id.get(item_id)
@@ -525,7 +382,7 @@ class ThreadStore:
         thread_id: str,
         *,
         limit: int = 20,
-        order: Order = "desc",
+        order: str = "desc",
         after: str | None = None,
         before: str | None = None,
     ) -> Page[StoredItem]:
@@ -580,11 +437,15 @@ class ThreadStore:
         entries: _Entries[T],
         index: _Entries[Any],
         limit: int,
-        order: Order,
+        order: str,
         after: str | None,
         before: str | None,
     ) -> Page[T]:
         """Slice one page out of ``entries``; cursors are resolved through ``index``."""
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit!r}")
         ordered = entries.sorted
         lo, hi = 0, len(ordered)  # ascending positions of the candidates, [lo, hi)
         after_key = self._cursor(index, after, "after") if after is not None else None
@@ -611,11 +472,3 @@ class ThreadStore:
         if order == "desc":
             chosen.reverse()
         return Page(chosen, count > take)
-
-
-def _check_content(content: Mapping[str, Any]) -> None:
-    if not isinstance(content, Mapping) or content.get("type") not in ITEM_TYPES:
-        raise ValueError(f"item content needs a 'type' among {ITEM_TYPES}")
-    for reserved in ("id", "object", "created_at", "thread_id"):
-        if reserved in content:
-            raise ValueError(f"item content must not set {reserved!r}: the store does")
