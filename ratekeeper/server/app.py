@@ -20,6 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -41,6 +42,9 @@ from .sessions import cancel_session, create_session
 from .settings import ServerSettings, SettingsError
 from .thread_routes import delete_thread, list_thread_items, list_threads, retrieve_thread
 from .threads import ThreadStore
+
+if TYPE_CHECKING:
+    from ..chatkit import ServerFactory
 
 __all__ = ("app_from_env", "backend_from_settings", "create_app", "openapi_document")
 
@@ -107,6 +111,7 @@ def create_app(
     threads: ThreadStore | None = None,
     registry: CollectorRegistry | None = None,
     announce_key: Callable[[str], None] = _announce_key,
+    chatkit_server_factory: ServerFactory | None = None,
 ) -> Starlette:
     """Build the service.
 
@@ -121,6 +126,9 @@ def create_app(
         registry: the Prometheus registry for a new gate's metrics (a private one if omitted).
         announce_key: called once with the generated API key when ``settings.api_keys`` is
             empty; prints it to stderr by default.
+        chatkit_server_factory: builds the ``ChatKitServer`` behind ``POST /chatkit`` from
+            the endpoint's stores (see :data:`ratekeeper.chatkit.ServerFactory`); the built-in
+            echo server when omitted. Needs openai-chatkit.
 
     Returns:
         The Starlette app; ``app.state.ratekeeper`` is its
@@ -171,7 +179,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        *_chatkit_protocol_routes(context),
+        *_chatkit_protocol_routes(context, chatkit_server_factory),
     ]
     app = Starlette(
         routes=routes,
@@ -183,7 +191,9 @@ def create_app(
     return app
 
 
-def _chatkit_protocol_routes(context: ServiceContext) -> list[BaseRoute]:
+def _chatkit_protocol_routes(
+    context: ServiceContext, server_factory: ServerFactory | None
+) -> list[BaseRoute]:
     """``POST /chatkit`` on the app's gate and threads, if openai-chatkit is installed.
 
     Imported only here, so the service starts (without the endpoint) when it is not.
@@ -191,10 +201,10 @@ def _chatkit_protocol_routes(context: ServiceContext) -> list[BaseRoute]:
     try:
         from ..chatkit import chatkit_routes  # optional: imported only when present
     except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] in ("chatkit", "agents"):
+        if server_factory is None and (exc.name or "").partition(".")[0] in ("chatkit", "agents"):
             return []
         raise
-    return list(chatkit_routes(context.gate, context.threads))
+    return list(chatkit_routes(context.gate, context.threads, server_factory))
 
 
 def app_from_env() -> Starlette:

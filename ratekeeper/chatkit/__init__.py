@@ -1,0 +1,59 @@
+"""The ChatKit protocol endpoint (custom-backend mode), guarded by the session's client secret.
+
+Needs ``openai-chatkit`` (``pip install 'ratekeeper[chatkit]'``). The service mounts it at
+``POST /chatkit`` on its own; to build it yourself::
+
+    from ratekeeper.chatkit import chatkit_routes
+
+    routes = chatkit_routes(gate, thread_store, server_factory=MyChatKitServer)
+
+See ``docs/chatkit.md``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+# openai-chatkit's widgets module deprecates its own named widget classes while defining them,
+# so importing it warns once; silence exactly that, so `-W error` runs still import us.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message="Direct usage of named widget classes is deprecated",
+        category=DeprecationWarning,
+    )
+    import chatkit.server  # noqa: F401 - imported here, under the filter, for every submodule
+
+from .attachments import MemoryAttachmentStore, PendingUpload, UploadRefused
+from .context import ChatKitContext
+from .gateway import bearer_secret, check_authorization, verdict_response
+from .limits import ChatKitLimitError, thread_title
+from .responder import EchoChatKitServer, echo_text
+from .route import (
+    DEFAULT_MAX_BODY_BYTES,
+    ChatKitEndpoint,
+    ServerFactory,
+    chatkit_routes,
+    echo_server,
+)
+from .store import ThreadStoreAdapter
+
+__all__ = (
+    "DEFAULT_MAX_BODY_BYTES",
+    "ChatKitContext",
+    "ChatKitEndpoint",
+    "ChatKitLimitError",
+    "EchoChatKitServer",
+    "MemoryAttachmentStore",
+    "PendingUpload",
+    "ServerFactory",
+    "ThreadStoreAdapter",
+    "UploadRefused",
+    "bearer_secret",
+    "chatkit_routes",
+    "check_authorization",
+    "echo_server",
+    "echo_text",
+    "thread_title",
+    "verdict_response",
+)

@@ -1,0 +1,421 @@
+"""``POST /chatkit``: the ChatKit protocol endpoint, guarded by the session's client secret.
+
+Every request goes through the same steps, each refusing before the next does any work:
+
+1. the gate admits and counts it by ``Authorization: Bearer <client_secret>`` (401 for a
+   missing, unknown, expired or cancelled secret; 429 with the rate-limit headers when the
+   session used its ``max_requests_per_1_minute``), all through :meth:`Gate.check
+   <ratekeeper.gate.Gate.check>`, the one home of those answers;
+2. the body is read (size cap) and parsed as a ChatKit request (400 for anything else);
+3. the session's limits that apply to this kind of request are checked
+   (:mod:`ratekeeper.chatkit.limits`), and the thread and attachments it names must be the
+   user's (404);
+4. the ``ChatKitServer`` processes it with a :class:`~ratekeeper.chatkit.context.
+   ChatKitContext`: SSE for streaming operations, JSON for the rest.
+
+So a rejection always comes before a stream starts; an error inside a stream is reported as
+ChatKit's own ``error`` event. Admitted responses carry the rate-limit headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from chatkit.errors import ErrorCode
+from chatkit.server import ChatKitServer, StreamingResult
+from chatkit.store import NotFoundError
+from chatkit.types import (
+    AttachmentsCreateReq,
+    AttachmentsDeleteReq,
+    ChatKitReq,
+    ErrorEvent,
+    ThreadsListReq,
+    UserMessageInput,
+)
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import BackendError, InvalidParameter, SessionNotFound
+from ..gate import Gate
+from ..ratelimit_headers import error_body, verdict_for
+from ..server.threads import ThreadStore
+from ..types import Decision, Reason, Session, SessionStatus
+from .attachments import MemoryAttachmentStore, UploadRefused
+from .context import ChatKitContext
+from .gateway import bearer_secret, verdict_response
+from .limits import ChatKitLimitError, check_upload_size, history_refusal, upload_refusal
+from .responder import EchoChatKitServer
+from .store import ThreadStoreAdapter
+
+__all__ = (
+    "DEFAULT_MAX_BODY_BYTES",
+    "ChatKitEndpoint",
+    "ServerFactory",
+    "chatkit_routes",
+    "echo_server",
+)
+
+#: Largest request body accepted by default (``input.transcribe`` carries base64 audio).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Room for the multipart framing around an uploaded file's bytes.
+_MULTIPART_OVERHEAD = 64 * 1024
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_logger = logging.getLogger("ratekeeper.chatkit")
+
+#: Builds the ``ChatKitServer`` on the endpoint's stores: ``factory(store, attachment_store)``.
+#: Build yours on these two, so its threads are the REST surface's threads.
+ServerFactory = Callable[[ThreadStoreAdapter, MemoryAttachmentStore], ChatKitServer[ChatKitContext]]
+
+
+def echo_server(
+    store: ThreadStoreAdapter, attachment_store: MemoryAttachmentStore
+) -> ChatKitServer[ChatKitContext]:
+    """The default :data:`ServerFactory`: the built-in :class:`EchoChatKitServer`."""
+    return EchoChatKitServer(store, attachment_store)
+
+
+def _error(
+    status_code: int,
+    message: str,
+    code: str | None,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body = json.dumps(error_body(message, type_, code, param), separators=(",", ":"))
+    return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def _ended_session_error(status: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The gate's own 401 for a session that ended (or vanished) after admission."""
+    verdict = verdict_for(Decision(False, Reason(status), 0, 0, math.inf, 0.0))
+    merged = {**dict(verdict.headers), **(headers or {})}
+    return Response(verdict.body(), verdict.status_code, merged, media_type="application/json")
+
+
+def _unavailable(headers: Mapping[str, str] | None = None) -> Response:
+    return _error(
+        503,
+        "The session store is unavailable. Please retry shortly.",
+        "backend_unavailable",
+        type_="server_error",
+        headers={**(headers or {}), "retry-after": "1"},
+    )
+
+
+def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    detail = str(first.get("msg", "invalid value"))[:200]
+    if loc:
+        return f"Invalid ChatKit request: '{loc[:128]}': {detail}.", loc[:128]
+    return f"Invalid ChatKit request: {detail}.", None
+
+
+class ChatKitEndpoint:
+    """The ChatKit protocol endpoint and its attachment upload route.
+
+    Args:
+        gate: admits requests by client secret (and holds the sessions).
+        threads: the thread store the REST surface reads; the ``ChatKitServer`` writes to it
+            through a :class:`~ratekeeper.chatkit.store.ThreadStoreAdapter`.
+        server_factory: builds the ``ChatKitServer`` from the adapter and the attachment
+            store; :func:`echo_server` by default. The gate wraps whatever it returns.
+        path: where the endpoint is served; uploads go to ``{path}/attachments/{id}/upload``.
+        max_body_bytes: largest request body accepted (413 above it).
+        max_attachment_bytes: most attachment bytes held in memory at once.
+        public_url: the service's external base URL (e.g. ``https://chat.example.com``),
+            for upload URLs behind a proxy; the request's own base URL when ``None``.
+
+    Attributes:
+        store: the ChatKit ``Store`` adapter.
+        attachments: the attachment store.
+        server: the ``ChatKitServer``.
+
+    openai-chatkit runs on asyncio (it calls ``asyncio.sleep``), so serve this endpoint from
+    an asyncio event loop (uvicorn's). Not thread-safe: one event loop.
+    """
+
+    def __init__(
+        self,
+        gate: Gate,
+        threads: ThreadStore,
+        server_factory: ServerFactory | None = None,
+        *,
+        path: str = "/chatkit",
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_attachment_bytes: int | None = None,
+        public_url: str | None = None,
+    ) -> None:
+        if not path.startswith("/") or path.endswith("/"):
+            raise ValueError(f"path must start with '/' and not end with one, got {path!r}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes!r}")
+        self.gate = gate
+        self.path = path
+        self.max_body_bytes = max_body_bytes
+        self.public_url = public_url.rstrip("/") if public_url is not None else None
+        self.store = ThreadStoreAdapter(threads)
+        self.attachments = (
+            MemoryAttachmentStore()
+            if max_attachment_bytes is None
+            else MemoryAttachmentStore(max_total_bytes=max_attachment_bytes)
+        )
+        factory = server_factory if server_factory is not None else echo_server
+        server = factory(self.store, self.attachments)
+        if not isinstance(server, ChatKitServer):
+            raise TypeError(f"server_factory must return a ChatKitServer, got {type(server)!r}")
+        self.server = server
+        self._requests: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
+
+    def routes(self) -> list[Route]:
+        """Return the Starlette routes: the protocol endpoint and the upload route."""
+        return [
+            Route(self.path, self.handle, methods=["POST"]),
+            Route(
+                f"{self.path}/attachments/{{attachment_id}}/upload", self.upload, methods=["POST"]
+            ),
+        ]
+
+    # -- the protocol endpoint -------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        """Serve one ChatKit protocol request (see the module's docstring for the steps)."""
+        secret = bearer_secret(request.headers.get("authorization"))
+        verdict = await self.gate.check(secret)
+        if not verdict.allowed:
+            return verdict_response(verdict)
+        headers = dict(verdict.headers)
+        try:
+            session = await self.gate.lookup(secret) if secret is not None else None
+        except BackendError:
+            return _unavailable(headers)
+        if session is None:
+            return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
+        if session.status is not SessionStatus.ACTIVE:
+            return _ended_session_error(session.status.value, headers)
+
+        body = await self._read_body(request)
+        if isinstance(body, Response):
+            body.headers.update(headers)
+            return body
+        try:
+            parsed = self._requests.validate_json(body)
+        except ValidationError as exc:
+            message, param = _validation_message(exc)
+            return _error(400, message, "invalid_chatkit_request", param=param, headers=headers)
+
+        context = self._context(request, session, verdict.decision)
+        try:
+            await self._check_limits(parsed, context)
+            result = await self.server.process(body, context)
+        except Exception as exc:  # every failure becomes an OpenAI-shaped answer
+            return self._failure(exc, headers)
+        if isinstance(result, StreamingResult):
+            return StreamingResponse(
+                self._events(result),
+                media_type="text/event-stream",
+                headers={**headers, **_SSE_HEADERS},
+            )
+        return Response(result.json, media_type="application/json", headers=headers)
+
+    def _context(
+        self, request: Request, session: Session, decision: Decision | None
+    ) -> ChatKitContext:
+        base = self.public_url if self.public_url is not None else str(request.base_url)
+        upload_base = f"{base.rstrip('/')}{self.path}/attachments/"
+        return ChatKitContext(session, decision, upload_base, request)
+
+    async def _read_body(self, request: Request) -> bytes | Response:
+        content_type = request.headers.get("content-type")
+        if content_type is not None:
+            media_type = content_type.partition(";")[0].strip().lower()
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                return _error(
+                    415,
+                    "Unsupported content type: the ChatKit endpoint expects a JSON body with "
+                    "'Content-Type: application/json'.",
+                    "unsupported_media_type",
+                )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return self._too_large()
+        chunks = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    return self._too_large()
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return _error(400, "The client disconnected before sending its body.", None)
+        return b"".join(chunks)
+
+    def _too_large(self) -> Response:
+        return _error(
+            413,
+            f"Request body too large: at most {self.max_body_bytes} bytes are accepted.",
+            "request_too_large",
+        )
+
+    async def _check_limits(self, request: Any, context: ChatKitContext) -> None:
+        """Refuse what the session's limits forbid, and names of what is not the user's.
+
+        Raises:
+            ChatKitLimitError: a ``history`` or ``file_upload`` limit refuses the request.
+            NotFoundError: the request names a thread or attachment the user does not have.
+            NotImplementedError: attachments were asked of a server without an attachment store.
+        """
+        if isinstance(request, ThreadsListReq):
+            refusal = history_refusal(context.history)
+            if refusal is not None:
+                raise refusal
+        if (
+            isinstance(request, AttachmentsCreateReq | AttachmentsDeleteReq)
+            and self.server.attachment_store is None
+        ):
+            raise NotImplementedError("this ChatKit server does not accept attachments")
+        if isinstance(request, AttachmentsCreateReq):
+            size = request.params.size
+            check_upload_size(size)
+            decision = await self.gate.backend.reserve_upload(context.session_id, size)
+            refusal = upload_refusal(decision, size, context.file_upload)
+            if refusal is not None:
+                raise refusal
+        store = self.server.store
+        params = getattr(request, "params", None)
+        thread_id = getattr(params, "thread_id", None)
+        if isinstance(thread_id, str):
+            await store.load_thread(thread_id, context)
+        user_input = getattr(params, "input", None)
+        if isinstance(user_input, UserMessageInput):
+            for attachment_id in user_input.attachments:
+                await store.load_attachment(attachment_id, context)
+
+    def _failure(self, exc: Exception, headers: Mapping[str, str]) -> Response:
+        """Answer a request the server (or a limit) could not serve, before any stream."""
+        if isinstance(exc, ChatKitLimitError):
+            body = json.dumps(exc.error_body(), separators=(",", ":"))
+            return Response(body, exc.status_code, headers, media_type="application/json")
+        if isinstance(exc, NotFoundError):
+            return _error(404, f"{str(exc)[:200]}.", "not_found", headers=headers)
+        if isinstance(exc, InvalidParameter):
+            return _error(400, exc.message[:300], exc.code, param=exc.param, headers=headers)
+        if isinstance(exc, ValidationError):
+            message, param = _validation_message(exc)
+            return _error(400, message, "invalid_chatkit_request", param=param, headers=headers)
+        if isinstance(exc, NotImplementedError):
+            return _error(
+                501,
+                "This ChatKit server does not support that operation.",
+                "unsupported_operation",
+                headers=headers,
+            )
+        if isinstance(exc, BackendError):
+            return _unavailable(headers)
+        _logger.error("ChatKit request failed: %s", type(exc).__name__, exc_info=exc)
+        return _error(
+            500,
+            "The ChatKit server had an error while processing your request.",
+            None,
+            type_="server_error",
+            headers=headers,
+        )
+
+    async def _events(self, result: StreamingResult) -> AsyncIterator[bytes]:
+        """Relay a stream; a failure after it started becomes ChatKit's ``error`` event."""
+        try:
+            async for chunk in result:
+                yield chunk
+        except Exception as exc:  # the client must hear of it, in-stream
+            if isinstance(exc, ChatKitLimitError | NotFoundError):
+                event = ErrorEvent(code="custom", message=str(exc)[:300], allow_retry=False)
+            else:
+                _logger.error("ChatKit stream failed: %s", type(exc).__name__, exc_info=exc)
+                event = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
+            yield b"data: " + event.model_dump_json().encode() + b"\n\n"
+
+    # -- two-phase attachment uploads ------------------------------------------------------
+
+    async def upload(self, request: Request) -> Response:
+        """Receive an attachment's bytes (``multipart/form-data``, field ``file``).
+
+        The URL's single-use token, issued by ``attachments.create``, authorizes the upload;
+        the session that created the attachment must still be active.
+        """
+        attachment_id = request.path_params["attachment_id"]
+        pending = self.attachments.pending(attachment_id, request.query_params.get("token", ""))
+        if pending is None:
+            return _error(
+                404,
+                "No upload is pending for this attachment, or its upload URL is not valid.",
+                "upload_not_found",
+            )
+        try:
+            session = await self.gate.get(pending.session_id)
+        except SessionNotFound:
+            return _ended_session_error(Reason.UNKNOWN_SESSION)
+        except BackendError:
+            return _unavailable()
+        if session.status is not SessionStatus.ACTIVE:
+            return _ended_session_error(session.status.value)
+        declared = request.headers.get("content-length")
+        if declared is None or not declared.isdigit():
+            return _error(411, "Uploads need a Content-Length header.", "length_required")
+        if int(declared) > pending.size_bytes + _MULTIPART_OVERHEAD:
+            return _error(
+                413,
+                f"The upload is larger than the {pending.size_bytes} bytes declared when the "
+                "attachment was created.",
+                "file_too_large",
+            )
+        try:
+            async with request.form(max_files=1, max_fields=16) as form:
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    return _error(
+                        400,
+                        "Send the file as multipart/form-data in a field named 'file'.",
+                        "missing_required_parameter",
+                        param="file",
+                    )
+                data = await upload.read(pending.size_bytes + 1)
+        except (MultiPartException, ClientDisconnect) as exc:
+            return _error(400, f"Malformed upload: {str(exc)[:200]}", "invalid_upload")
+        try:
+            self.attachments.accept(pending, data)
+        except UploadRefused as exc:
+            return _error(exc.status_code, exc.message, exc.code)
+        attachment = self.store.mark_uploaded(attachment_id)
+        if attachment is None:
+            return Response(b"{}", media_type="application/json")
+        body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
+        return Response(body, media_type="application/json")
+
+
+def chatkit_routes(
+    gate: Gate,
+    threads: ThreadStore,
+    server_factory: ServerFactory | None = None,
+    **options: Any,
+) -> list[Route]:
+    """Return the routes of a :class:`ChatKitEndpoint` (``POST /chatkit`` and its uploads).
+
+    Args:
+        gate: admits requests by client secret.
+        threads: the thread store the REST surface reads.
+        server_factory: builds your ``ChatKitServer`` on the endpoint's stores; the echo
+            server when ``None``.
+        **options: the keyword arguments of :class:`ChatKitEndpoint` (``path``, …).
+    """
+    return ChatKitEndpoint(gate, threads, server_factory, **options).routes()
