@@ -17,6 +17,9 @@ from .errors import (
     SessionNotFound,
     UnknownSession,
 )
+from .gate import Gate
+from .metrics import GateMetrics, metrics_app
+from .ratelimit_headers import Verdict
 from .types import (
     WINDOW_S,
     Decision,
@@ -39,6 +42,8 @@ __all__ = (
     "EngineStatistics",
     "Expired",
     "FileUploadLimits",
+    "Gate",
+    "GateMetrics",
     "GateRejection",
     "HistoryLimits",
     "InvalidParameter",
@@ -56,4 +61,6 @@ __all__ = (
     "SystemClock",
     "UnknownSession",
     "UploadDecision",
+    "Verdict",
+    "metrics_app",
 )

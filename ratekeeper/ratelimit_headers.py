@@ -1,0 +1,240 @@
+"""What a decision looks like over HTTP: status, rate-limit headers and OpenAI-shaped errors.
+
+This is the one home of those rules. :meth:`ratekeeper.gate.Gate.check` returns a
+:class:`Verdict` built here, the ASGI middleware sends it as it is, and gateways in other
+frameworks copy its fields onto their own responses.
+
+Header formats (documented in ``docs/gate.md``):
+
+* ``x-ratelimit-limit-requests``: the session's ``max_requests_per_1_minute``.
+* ``x-ratelimit-remaining-requests``: admissions left in the window after this request.
+* ``x-ratelimit-reset-requests``: time until the window holds no admission at all, in the Go
+  duration style OpenAI uses (:func:`format_duration`: ``0s``, ``250ms``, ``1.5s``, ``6m0s``),
+  rounded *up* to the whole millisecond so a client that waits that long is never early.
+* ``RateLimit-Policy: "session";q=<limit>;w=60`` and ``RateLimit: "session";r=<remaining>;t=<s>``
+  per draft-ietf-httpapi-ratelimit-headers-11, ``t`` being the same reset time in whole seconds,
+  rounded up.
+* ``Retry-After`` (429 only): seconds until a request could be admitted, an integer >= 1,
+  rounded up.
+
+Pure functions and values only: no I/O, no clock, nothing imported from anyio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .types import WINDOW_S, Decision, Reason
+
+__all__ = (
+    "POLICY_NAME",
+    "Verdict",
+    "backend_unavailable_verdict",
+    "error_body",
+    "fail_open_verdict",
+    "format_duration",
+    "missing_secret_verdict",
+    "rate_limit_headers",
+    "retry_after_seconds",
+    "verdict_for",
+)
+
+#: The policy name in the IETF ``RateLimit`` / ``RateLimit-Policy`` fields.
+POLICY_NAME = "session"
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def format_duration(seconds: float) -> str:
+    """Format a duration the way OpenAI's ``x-ratelimit-reset-*`` headers do (Go style).
+
+    The value is rounded up to the whole millisecond, then written like Go's
+    ``time.Duration.String``: ``0s``, ``250ms``, ``1s``, ``1.5s``, ``59.001s``, ``1m0s``,
+    ``6m0s``, ``1h2m3.5s``. Negative values read as ``0s``; infinity is not a duration.
+
+    Raises:
+        ValueError: ``seconds`` is infinite or NaN.
+    """
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite duration: {seconds!r}")
+    # The tiny tolerance keeps float noise (60.000000000001) from rounding up a whole ms.
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    sec = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
+    if hours:
+        return f"{hours}h{minutes}m{sec}s"
+    if minutes:
+        return f"{minutes}m{sec}s"
+    return f"{sec}s"
+
+
+def _whole_seconds_up(seconds: float) -> int:
+    return max(0, math.ceil(seconds - 1e-9))
+
+
+def retry_after_seconds(retry_after: float) -> int:
+    """Return the ``Retry-After`` value for a wait of ``retry_after`` seconds: ceil, >= 1."""
+    return max(1, _whole_seconds_up(retry_after))
+
+
+@lru_cache(maxsize=4096)
+def _allowed_headers(limit: int, remaining: int) -> Headers:
+    # An admitted request's window empties exactly WINDOW_S later, so only (limit, remaining)
+    # vary: cached, this costs one dictionary lookup on the hot path.
+    return rate_limit_headers(limit, remaining, WINDOW_S)
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_after: float) -> Headers:
+    """Return the five rate-limit headers for a session's window (names in lower case).
+
+    Args:
+        limit: the session's ``max_requests_per_1_minute``.
+        remaining: admissions left in the window.
+        reset_after: seconds until the window holds no admission at all.
+    """
+    window = int(WINDOW_S)
+    return (
+        ("x-ratelimit-limit-requests", str(limit)),
+        ("x-ratelimit-remaining-requests", str(remaining)),
+        ("x-ratelimit-reset-requests", format_duration(reset_after)),
+        ("ratelimit-policy", f'"{POLICY_NAME}";q={limit};w={window}'),
+        ("ratelimit", f'"{POLICY_NAME}";r={remaining};t={_whole_seconds_up(reset_after)}'),
+    )
+
+
+def error_body(
+    message: str, type_: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    """Return an error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How to answer one request, as HTTP: the single source of status, headers and body.
+
+    Attributes:
+        allowed: whether the request may proceed to the handler.
+        status_code: 200 when allowed; 401 (no usable secret), 429 (rate limited) or 503
+            (backend unavailable, failing closed) otherwise.
+        headers: ``(name, value)`` pairs to send, names in lower case. An admitted verdict
+            carries the rate-limit headers; a 429 adds ``retry-after``. Empty when there is no
+            session to describe (missing or unknown secret, backend failure).
+        error: the OpenAI-shaped error body for a refusal, ``None`` when allowed.
+        decision: the engine's decision behind the verdict (``None`` when no decision could
+            be made: missing secret, or backend failure while failing closed).
+
+    Immutable and safe to share across threads.
+    """
+
+    allowed: bool
+    status_code: int
+    headers: Headers
+    error: Mapping[str, Any] | None
+    decision: Decision | None
+
+    def body(self) -> bytes:
+        """Return the JSON error body as UTF-8 bytes (``b""`` when allowed)."""
+        if self.error is None:
+            return b""
+        return json.dumps(self.error, separators=(",", ":")).encode()
+
+
+_MISSING = Verdict(
+    False,
+    401,
+    (("www-authenticate", 'Bearer realm="ratekeeper"'),),
+    error_body(
+        "You didn't provide a client secret. Send the session's client secret in an "
+        "Authorization header using Bearer auth (i.e. Authorization: Bearer ek_...).",
+        "invalid_request_error",
+        "missing_client_secret",
+    ),
+    None,
+)
+
+_UNAVAILABLE = Verdict(
+    False,
+    503,
+    (("retry-after", "1"),),
+    error_body(
+        "The session store is unavailable, so the request could not be checked against its "
+        "session. Please retry shortly.",
+        "server_error",
+        "backend_unavailable",
+    ),
+    None,
+)
+
+_REJECT_401 = {
+    Reason.UNKNOWN_SESSION: (
+        "Invalid client secret: it matches no session. Create a new session to get a valid "
+        "client secret.",
+        "invalid_client_secret",
+    ),
+    Reason.EXPIRED: (
+        "The session for this client secret has expired. Create a new session to continue.",
+        "session_expired",
+    ),
+    Reason.CANCELLED: (
+        "The session for this client secret was cancelled. Create a new session to continue.",
+        "session_cancelled",
+    ),
+}
+
+_INVALID_TOKEN = (("www-authenticate", 'Bearer realm="ratekeeper", error="invalid_token"'),)
+
+
+def missing_secret_verdict() -> Verdict:
+    """Return the 401 verdict for a request that carries no client secret."""
+    return _MISSING
+
+
+def backend_unavailable_verdict() -> Verdict:
+    """Return the 503 verdict for a backend failure while failing closed."""
+    return _UNAVAILABLE
+
+
+def fail_open_verdict(decision: Decision) -> Verdict:
+    """Return the verdict admitting a request because the backend failed and we fail open.
+
+    No rate-limit headers: nothing is known about the session's window.
+    """
+    return Verdict(True, 200, (), None, decision)
+
+
+def verdict_for(decision: Decision) -> Verdict:
+    """Translate an engine :class:`~ratekeeper.types.Decision` into a :class:`Verdict`."""
+    if decision.allowed:
+        return Verdict(
+            True, 200, _allowed_headers(decision.limit, decision.remaining), None, decision
+        )
+    reason = decision.reason
+    if reason is Reason.RATE_LIMITED:
+        wait = retry_after_seconds(decision.retry_after)
+        headers = (
+            *rate_limit_headers(decision.limit, decision.remaining, decision.reset_after),
+            ("retry-after", str(wait)),
+        )
+        message = (
+            f"Rate limit reached for this session on requests per min (RPM): "
+            f"Limit {decision.limit}. Please try again in {format_duration(decision.retry_after)}."
+        )
+        return Verdict(
+            False, 429, headers, error_body(message, "requests", "rate_limit_exceeded"), decision
+        )
+    message, code = _REJECT_401[Reason(reason)]
+    return Verdict(
+        False, 401, _INVALID_TOKEN, error_body(message, "invalid_request_error", code), decision
+    )

@@ -1,0 +1,1 @@
+"""Tests of the async gate, its middleware, sweeper and metrics."""

@@ -1,0 +1,133 @@
+"""The HTTP shape of decisions: duration format, Retry-After, rate-limit headers, error bodies."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ratekeeper.ratelimit_headers import (
+    backend_unavailable_verdict,
+    format_duration,
+    missing_secret_verdict,
+    rate_limit_headers,
+    retry_after_seconds,
+    verdict_for,
+)
+from ratekeeper.types import Decision, Reason
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0s"),
+        (-3.0, "0s"),
+        (0.0001, "1ms"),
+        (0.25, "250ms"),
+        (0.999, "999ms"),
+        (0.9991, "1s"),
+        (1.0, "1s"),
+        (1.5, "1.5s"),
+        (1.05, "1.05s"),
+        (59.001, "59.001s"),
+        (60.0, "1m0s"),
+        (60.000000000001, "1m0s"),
+        (360.0, "6m0s"),
+        (3600.0, "1h0m0s"),
+        (3723.5, "1h2m3.5s"),
+    ],
+)
+def test_format_duration_is_go_style_rounded_up_to_the_millisecond(
+    seconds: float, text: str
+) -> None:
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_format_duration_refuses_non_finite_values(value: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        format_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("wait", "header"),
+    [(0.0, 1), (0.001, 1), (1.0, 1), (1.0000001, 2), (12.3, 13), (59.999, 60)],
+)
+def test_retry_after_is_an_integer_at_least_one_rounded_up(wait: float, header: int) -> None:
+    assert retry_after_seconds(wait) == header
+
+
+def test_rate_limit_headers_follow_openai_and_the_ietf_draft() -> None:
+    assert dict(rate_limit_headers(10, 3, 12.2)) == {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "12.2s",
+        "ratelimit-policy": '"session";q=10;w=60',
+        "ratelimit": '"session";r=3;t=13',
+    }
+
+
+def test_an_admitted_decision_is_a_200_with_the_window_headers() -> None:
+    verdict = verdict_for(Decision(True, Reason.ALLOWED, 5, 4, 0.0, 60.0, "cksess_x"))
+    assert (verdict.allowed, verdict.status_code, verdict.error) == (True, 200, None)
+    headers = dict(verdict.headers)
+    assert headers["x-ratelimit-remaining-requests"] == "4"
+    assert headers["x-ratelimit-reset-requests"] == "1m0s"
+    assert headers["ratelimit"] == '"session";r=4;t=60'
+    assert "retry-after" not in headers
+    assert verdict.body() == b""
+
+
+def test_a_rate_limited_decision_is_a_429_with_retry_after_and_openai_error() -> None:
+    decision = Decision(False, Reason.RATE_LIMITED, 3, 0, 20.5, 59.5, "cksess_x")
+    verdict = verdict_for(decision)
+    assert verdict.status_code == 429
+    headers = dict(verdict.headers)
+    assert headers["retry-after"] == "21"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "59.5s"
+    assert verdict.error is not None
+    error = verdict.error["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "requests",
+        "rate_limit_exceeded",
+        None,
+    )
+    assert "20.5s" in error["message"]
+    assert json.loads(verdict.body()) == verdict.error
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        (Reason.UNKNOWN_SESSION, "invalid_client_secret"),
+        (Reason.EXPIRED, "session_expired"),
+        (Reason.CANCELLED, "session_cancelled"),
+    ],
+)
+def test_session_refusals_are_401_with_distinct_codes(reason: Reason, code: str) -> None:
+    verdict = verdict_for(Decision(False, reason, 0, 0, math.inf, 0.0, None))
+    assert verdict.status_code == 401
+    assert verdict.error is not None
+    assert verdict.error["error"]["code"] == code
+    assert verdict.error["error"]["type"] == "invalid_request_error"
+    assert dict(verdict.headers)["www-authenticate"].startswith("Bearer")
+
+
+def test_missing_secret_is_a_401_explaining_bearer_auth() -> None:
+    verdict = missing_secret_verdict()
+    assert verdict.status_code == 401
+    assert verdict.error is not None
+    assert verdict.error["error"]["code"] == "missing_client_secret"
+    assert "Authorization: Bearer" in verdict.error["error"]["message"]
+
+
+def test_backend_unavailable_is_a_503_server_error() -> None:
+    verdict = backend_unavailable_verdict()
+    assert verdict.status_code == 503
+    assert verdict.error is not None
+    assert (verdict.error["error"]["type"], verdict.error["error"]["code"]) == (
+        "server_error",
+        "backend_unavailable",
+    )
