@@ -1,0 +1,272 @@
+"""Load benchmark of the ChatKit session service on loopback.
+
+Starts ``ratekeeper serve`` as a subprocess pinned to one CPU core and drives it from this
+process, pinned to another, with a small asyncio HTTP/1.1 load generator (keep-alive
+connections, one request in flight per connection). Bounded in requests and in time.
+
+Scenarios:
+
+* ``healthz``: ``GET /healthz``, the cheapest route: the floor of the HTTP stack.
+* ``admit``: ``POST /ratekeeper/admit`` with a session's client secret: a guarded request (the
+  gate's full decision: lookup, expiry, exact sliding window, headers, metrics).
+* ``create``: ``POST /v1/chatkit/sessions`` with the minimal body: session creation (auth,
+  beta header, JSON parsing and validation, the gate, the full response).
+* ``list``: ``GET /v1/chatkit/threads?user=…&limit=20`` over 100 seeded threads... seeded
+  through the REST surface is impossible (threads come from the protocol endpoint), so this one
+  lists an empty user: routing, auth and the list envelope.
+
+Run: ``.venv/bin/python benchmarks/server_load.py`` (``--help`` for options; ``--backend
+redis://127.0.0.1:6379/0`` to measure on Redis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+API_KEY = "rk-benchmark-key"
+BETA = "chatkit_beta=v1"
+
+
+@dataclass
+class Result:
+    """One scenario's outcome."""
+
+    name: str
+    requests: int
+    seconds: float
+    statuses: Counter[int]
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def http_request(
+    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    """Return one raw HTTP/1.1 request."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body or method == "POST":
+        lines.append("Content-Type: application/json")
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _worker(
+    port: int,
+    request: bytes,
+    budget: list[int],
+    deadline: float,
+    latencies: list[float],
+    statuses: Counter[int],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while budget[0] > 0 and time.perf_counter() < deadline:
+            budget[0] -= 1
+            started = time.perf_counter()
+            writer.write(request)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            statuses[int(status_line[9:12])] += 1
+    finally:
+        writer.close()
+
+
+async def run_scenario(
+    name: str, port: int, request: bytes, total: int, concurrency: int, max_s: float
+) -> Result:
+    """Send ``total`` requests (or as many as fit in ``max_s``) over ``concurrency`` connections."""
+    warmup: list[float] = []
+    await asyncio.gather(
+        *(
+            _worker(port, request, [50], time.perf_counter() + 5, warmup, Counter())
+            for _ in range(concurrency)
+        )
+    )
+    budget = [total]
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _worker(port, request, budget, started + max_s, latencies, statuses)
+            for _ in range(concurrency)
+        )
+    )
+    return Result(name, len(latencies), time.perf_counter() - started, statuses, latencies)
+
+
+def _run(coro: Coroutine[Any, Any, Result]) -> Result:
+    """Run on uvloop when installed: the load generator must not be the bottleneck."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(port: int, backend: str, core: int | None) -> subprocess.Popen[bytes]:
+    exe = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
+    command = [
+        exe,
+        "serve",
+        "--port",
+        str(port),
+        "--api-key",
+        API_KEY,
+        "--backend",
+        backend,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    if core is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", str(core), *command]
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def make_session(port: int) -> str:
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chatkit/sessions",
+        headers={"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": BETA},
+        json={
+            "user": "bench",
+            "workflow": {"id": "wf_bench"},
+            "rate_limits": {"max_requests_per_1_minute": 1_000_000_000},
+        },
+    )
+    response.raise_for_status()
+    secret: str = response.json()["client_secret"]
+    return secret
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per scenario")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="cap per scenario")
+    parser.add_argument("--backend", default="memory", help="'memory' or a Redis URL")
+    parser.add_argument("--json", action="store_true", help="print results as JSON too")
+    args = parser.parse_args()
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    server_core = cores[0] if len(cores) >= 2 else None
+    if len(cores) >= 2:
+        os.sched_setaffinity(0, {cores[1]})
+    port = free_port()
+    server = start_server(port, args.backend, server_core)
+    try:
+        secret = make_session(port)
+        auth = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": BETA}
+        create_body = b'{"user": "bench", "workflow": {"id": "wf_bench"}}'
+        scenarios = [
+            ("healthz", http_request("GET", "/healthz")),
+            (
+                "admit",
+                http_request(
+                    "POST", "/ratekeeper/admit", headers={"Authorization": f"Bearer {secret}"}
+                ),
+            ),
+            ("create", http_request("POST", "/v1/chatkit/sessions", create_body, auth)),
+            (
+                "list threads",
+                http_request("GET", "/v1/chatkit/threads?user=nobody&limit=20", headers=auth),
+            ),
+        ]
+        results = [
+            _run(
+                run_scenario(name, port, request, args.requests, args.concurrency, args.max_seconds)
+            )
+            for name, request in scenarios
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    print(
+        f"\nratekeeper serve, backend={args.backend}, {args.concurrency} connections, "
+        f"server on core {server_core}, load generator on core "
+        f"{cores[1] if len(cores) >= 2 else 'shared'} (Python {sys.version.split()[0]})\n"
+    )
+    print("| scenario | requests | req/s | p50 ms | p99 ms | statuses |")
+    print("|---|---:|---:|---:|---:|---|")
+    for r in results:
+        shown = ", ".join(f"{code}: {count}" for code, count in sorted(r.statuses.items()))
+        print(
+            f"| {r.name} | {r.requests} | {r.rate:,.0f} | {r.percentile(0.5):.2f} | "
+            f"{r.percentile(0.99):.2f} | {shown} |"
+        )
+    base = results[0].rate
+    print(f"\nadmit / healthz throughput: {results[1].rate / base:.2f}")
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "scenario": r.name,
+                        "requests": r.requests,
+                        "rps": r.rate,
+                        "p50_ms": r.percentile(0.5),
+                        "p99_ms": r.percentile(0.99),
+                        "mean_ms": statistics.fmean(r.latencies) * 1000,
+                        "statuses": dict(r.statuses),
+                    }
+                    for r in results
+                ]
+            )
+        )
+    bad = [r.name for r in results if set(r.statuses) != {200}]
+    if bad:
+        raise SystemExit(f"non-200 answers in: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()
