@@ -19,6 +19,7 @@ from .errors import (
 )
 from .gate import Gate
 from .metrics import GateMetrics, metrics_app
+from .middleware import RatekeeperMiddleware
 from .ratelimit_headers import Verdict
 from .types import (
     WINDOW_S,
@@ -52,6 +53,7 @@ __all__ = (
     "MemoryBackend",
     "RateLimited",
     "RatekeeperError",
+    "RatekeeperMiddleware",
     "Reason",
     "Session",
     "SessionCancelled",

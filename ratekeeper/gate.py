@@ -40,7 +40,15 @@ from .ratelimit_headers import (
     missing_secret_verdict,
     verdict_for,
 )
-from .types import Decision, FileUploadLimits, HistoryLimits, Reason, Session, SessionStatus
+from .types import (
+    Decision,
+    FileUploadLimits,
+    HistoryLimits,
+    Reason,
+    Session,
+    SessionStatus,
+    UploadDecision,
+)
 from .window import unknown_decision
 
 __all__ = ("FAIL_OPEN_DECISION", "ExpiryCallback", "Gate", "rejection_for")
@@ -333,6 +341,19 @@ class Gate:
             return await self.backend.lookup(client_secret)
         except BackendError:
             self.metrics.backend_error["lookup"].inc()
+            raise
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one file upload against the session's ``file_upload`` limits, if it fits.
+
+        Raises:
+            SessionNotFound: no such session.
+            BackendError: the backend failed.
+        """
+        try:
+            return await self.backend.reserve_upload(session_id, size_bytes)
+        except BackendError:
+            self.metrics.backend_error["reserve_upload"].inc()
             raise
 
     async def statistics(self) -> EngineStatistics:

@@ -1,0 +1,146 @@
+"""Pure ASGI middleware that puts a :class:`~ratekeeper.gate.Gate` in front of any ASGI app.
+
+A plain class with ``async def __call__(scope, receive, send)`` (like Starlette's
+``TrustedHostMiddleware``), not ``BaseHTTPMiddleware``, which breaks contextvars and
+streaming. Every answer comes from :meth:`Gate.check <ratekeeper.gate.Gate.check>`: this module
+only moves its verdict onto the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from functools import lru_cache
+from typing import Any
+
+from .gate import Gate
+from .ratelimit_headers import Headers, Verdict
+
+__all__ = ("DECISION_STATE_KEY", "RatekeeperMiddleware", "bearer_token")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Key under ``scope["state"]`` (Starlette: ``request.state.ratekeeper_decision``) holding the
+#: admitted request's :class:`~ratekeeper.types.Decision`, so handlers know the session id.
+DECISION_STATE_KEY = "ratekeeper_decision"
+
+_JSON = (b"content-type", b"application/json")
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Return the token of an ``Authorization: Bearer <token>`` header, else ``None``.
+
+    The scheme is matched case-insensitively; any other scheme, or an empty token, is ``None``.
+    """
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                return None
+            return token
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _encoded(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
+    # Verdict headers repeat (cached per (limit, remaining)); encode each distinct set once.
+    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+
+
+def _path_matcher(paths: Iterable[str] | Callable[[str], bool] | None) -> Callable[[str], bool]:
+    if paths is None:
+        return lambda path: True
+    if callable(paths):
+        return paths
+    prefixes = tuple(paths)
+    for prefix in prefixes:
+        if not prefix.startswith("/"):
+            raise ValueError(f"guarded paths start with '/': {prefix!r}")
+    exact = frozenset(p.rstrip("/") or "/" for p in prefixes)
+    # "/chatkit" guards "/chatkit" and "/chatkit/…", never "/chatkitx".
+    below = tuple(p if p.endswith("/") else p + "/" for p in prefixes)
+
+    def matches(path: str) -> bool:
+        return path in exact or path.startswith(below)
+
+    return matches
+
+
+class RatekeeperMiddleware:
+    """Admit or refuse every guarded HTTP request before the wrapped app sees it.
+
+    Args:
+        app: the ASGI app to guard.
+        gate: the gate that decides (its sweeper is run by whoever owns it).
+        paths: which request paths are guarded: ``None`` (every HTTP path), path prefixes
+            (``"/chatkit"`` guards ``/chatkit`` and everything under ``/chatkit/``), or a
+            function of the path.
+        secret_from: how to find the client secret in the scope; by default the token of
+            ``Authorization: Bearer <client_secret>``.
+
+    Refusals (401, 429, 503) are answered here in OpenAI's error shape, with the verdict's
+    headers; the app never runs. Admitted responses get the rate-limit headers added to
+    ``http.response.start`` (headers the app set itself win); bodies, streamed or not, pass
+    through untouched. Non-HTTP scopes (lifespan, websocket) and unguarded paths go straight
+    to the app.
+
+    Holds no per-request state, so it is as thread-safe as its gate (one event loop).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        gate: Gate,
+        paths: Iterable[str] | Callable[[str], bool] | None = None,
+        secret_from: Callable[[Scope], str | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.gate = gate
+        self._guarded = _path_matcher(paths)
+        self._secret_from = secret_from
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection."""
+        if scope["type"] != "http" or not self._guarded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self._secret_from is not None:
+            secret = self._secret_from(scope)
+        else:
+            secret = bearer_token(scope["headers"])
+        verdict = await self.gate.check(secret)
+        if not verdict.allowed:
+            await _refuse(verdict, send)
+            return
+        state = dict(scope.get("state") or ())
+        state[DECISION_STATE_KEY] = verdict.decision
+        scope = {**scope, "state": state}
+        extra = _encoded(verdict.headers)
+        if not extra:  # failing open: nothing known about the window, nothing to add
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in extra if pair[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def __repr__(self) -> str:
+        return f"RatekeeperMiddleware(app={self.app!r}, gate={self.gate!r})"
+
+
+async def _refuse(verdict: Verdict, send: Send) -> None:
+    body = verdict.body()
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *_encoded(verdict.headers)]
+    await send({"type": "http.response.start", "status": verdict.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
