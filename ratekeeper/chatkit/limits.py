@@ -192,7 +192,8 @@ def thread_title(item: UserMessageItem) -> str | None:
     if len(text) <= MAX_TITLE_LENGTH:
         return text
     cut = text[: MAX_TITLE_LENGTH - 1]
-    space = cut.rfind(" ")
-    if space >= MAX_TITLE_LENGTH // 2:
-        cut = cut[:space]
+    if text[len(cut)] != " ":  # the cut fell inside a word: back off to the word's start
+        space = cut.rfind(" ")
+        if space >= MAX_TITLE_LENGTH // 2:
+            cut = cut[:space]
     return cut.rstrip(" ,.;:-") + "…"

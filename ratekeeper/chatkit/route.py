@@ -114,7 +114,11 @@ def _unavailable(headers: Mapping[str, str] | None = None) -> Response:
 
 def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
     first = exc.errors(include_url=False, include_input=False)[0]
-    loc = ".".join(str(part) for part in first.get("loc", ()))
+    parts = tuple(first.get("loc", ()))
+    if parts and not str(first.get("type", "")).startswith("union_tag"):
+        # ChatKit requests are a union tagged by `type`: drop the tag, keep the body's path.
+        parts = parts[1:]
+    loc = ".".join(str(part) for part in parts)
     detail = str(first.get("msg", "invalid value"))[:200]
     if loc:
         return f"Invalid ChatKit request: '{loc[:128]}': {detail}.", loc[:128]
