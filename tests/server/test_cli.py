@@ -7,11 +7,18 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from ratekeeper.server import SETTINGS, ServerSettings, SettingsError
+from ratekeeper.server import (
+    SETTINGS,
+    ServerSettings,
+    SettingsError,
+    app_from_env,
+    backend_from_settings,
+)
 from ratekeeper.server.cli import build_parser, main, settings_from_args
 
 RATEKEEPER = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
@@ -161,3 +168,36 @@ def _read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
         if marker in line:
             return lines
     raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def test_docs_list_every_setting() -> None:
+    """docs/server.md documents every flag and variable the code knows."""
+    docs = Path(__file__).parents[2] / "docs" / "server.md"
+    text = docs.read_text()
+    for setting in SETTINGS:
+        assert setting.flag in text, setting.flag
+        assert setting.env in text, setting.env
+
+
+def test_missing_redis_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis URL without the redis backend installed fails with a message, not a traceback."""
+    monkeypatch.setitem(sys.modules, "ratekeeper.redis", None)
+    settings = ServerSettings(api_keys=("rk-x",), backend="redis://127.0.0.1:1/0")
+    with pytest.raises(SettingsError, match=r"install ratekeeper\[redis\]"):
+        backend_from_settings(settings)
+
+
+def test_redis_url_builds_a_redis_backend_without_connecting() -> None:
+    """A Redis URL gives a Redis backend; nothing connects until the first request."""
+    settings = ServerSettings(api_keys=("rk-x",), backend="redis://127.0.0.1:1/0", workers=2)
+    backend = backend_from_settings(settings)
+    assert type(backend).__name__ == "RedisBackend"
+
+
+def test_app_from_env_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uvicorn factory for workers builds the app from RATEKEEPER_* variables."""
+    monkeypatch.setenv("RATEKEEPER_API_KEYS", "rk-from-env")
+    monkeypatch.setenv("RATEKEEPER_MAX_BODY_BYTES", "4096")
+    app = app_from_env()
+    assert app.state.ratekeeper.settings.max_body_bytes == 4096
+    assert app.state.ratekeeper.api_keys.matches("rk-from-env")
