@@ -132,6 +132,7 @@ def test_serve_generates_and_prints_a_key_once_then_accepts_it() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
     process = subprocess.Popen(
         [RATEKEEPER, "serve", "--port", "0", "--log-level", "info"],
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -146,11 +147,16 @@ def test_serve_generates_and_prints_a_key_once_then_accepts_it() -> None:
             headers={"Authorization": f"Bearer {key_lines[0]}", "OpenAI-Beta": "chatkit_beta=v1"},
         )
         assert response.status_code == 200
+        httpx.get(f"http://127.0.0.1:{port}/v1/ek_PastedSecretValue")
     finally:
         process.terminate()
-        _, rest = process.communicate(timeout=30)
-    # The access log line for the request above does not repeat the key.
+        out, err = process.communicate(timeout=30)
+    rest = out + err
+    # The access log (stdout) shows the requests, but not the key nor a secret put in a URL.
+    assert "GET /v1/chatkit/threads" in rest
+    assert "GET /v1/ek_…" in rest
     assert key_lines[0] not in rest
+    assert "PastedSecretValue" not in rest
 
 
 def _read_until(process: subprocess.Popen[str], marker: str) -> list[str]:

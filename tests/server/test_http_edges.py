@@ -265,3 +265,15 @@ def test_backend_failures_are_openai_shaped(
     assert error_body["type"] == "server_error"
     assert "redis" not in response.text
     assert "Traceback" not in response.text
+
+
+def test_session_cap_answers_503_capacity_exceeded(schemas: Schemas) -> None:
+    """--max-sessions reached: 503 with Retry-After, not a 500."""
+    app = create_app(ServerSettings(api_keys=(API_KEY,), max_sessions=1))
+    with serve(app) as url, httpx.Client(base_url=url) as http:
+        http.headers.update({"Authorization": f"Bearer {API_KEY}", **BETA})
+        assert post_session(http, MINIMAL).status_code == 200
+        refused = post_session(http, MINIMAL)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert error_of(refused, schemas)["code"] == "capacity_exceeded"
