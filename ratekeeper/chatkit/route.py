@@ -347,7 +347,9 @@ class ChatKitEndpoint:
             else:
                 _logger.error("ChatKit stream failed: %s", type(exc).__name__, exc_info=exc)
                 event = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
-            yield b"data: " + event.model_dump_json().encode() + b"\n\n"
+            # Serialized as openai-chatkit serializes its own events.
+            data = event.model_dump_json(by_alias=True, exclude_none=True)
+            yield b"data: " + data.encode() + b"\n\n"
 
     # -- two-phase attachment uploads ------------------------------------------------------
 

@@ -393,9 +393,14 @@ async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
     ctx = context()
     thread = threads.create_thread("alice", title="seeded", status=ThreadStatus("closed", "x"))
     add = threads.add_item
-    add(thread.id, user_message("hi", attachments=[{"type": "image", "id": "atc_i",
-        "name": "p.png", "mime_type": "image/png", "preview_url": "https://e.com/p.png"}]),
-        created_at=1)  # fmt: skip
+    image = {
+        "type": "image",
+        "id": "atc_i",
+        "name": "p.png",
+        "mime_type": "image/png",
+        "preview_url": "https://e.com/p.png",
+    }
+    add(thread.id, user_message("hi", attachments=[image]), created_at=1)
     add(
         thread.id,
         {
@@ -415,10 +420,12 @@ async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
     )
     add(
         thread.id,
-        {"type": "chatkit.task_group", "tasks": [{"type": "thought", "heading": None,
-         "summary": "s"}]},
+        {
+            "type": "chatkit.task_group",
+            "tasks": [{"type": "thought", "heading": None, "summary": "s"}],
+        },
         created_at=4,
-    )  # fmt: skip
+    )
     add(thread.id, {"type": "chatkit.widget", "widget": '{"type": "Card"}'}, created_at=5)
     add(thread.id, {"type": "chatkit.widget", "widget": "not json"}, created_at=6)
 
