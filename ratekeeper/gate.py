@@ -224,12 +224,17 @@ class Gate:
         if not client_secret:
             self._outcome["missing_secret"].inc()
             return missing_secret_verdict()
+        # admit() inlined: one coroutine frame less on every guarded HTTP request.
         try:
-            decision = await self.admit(client_secret)
+            decision = await self.backend.admit(client_secret)
         except BackendError:
+            self._admit_errors.inc()
+            if self.fail_open:
+                self._outcome["fail_open"].inc()
+                return fail_open_verdict(FAIL_OPEN_DECISION)
+            self._outcome["fail_closed"].inc()
             return backend_unavailable_verdict()
-        if decision is FAIL_OPEN_DECISION:
-            return fail_open_verdict(decision)
+        self._outcome[decision.reason].inc()
         return verdict_for(decision)
 
     def guard(

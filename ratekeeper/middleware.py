@@ -9,11 +9,10 @@ only moves its verdict onto the wire.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from functools import lru_cache
 from typing import Any
 
 from .gate import Gate
-from .ratelimit_headers import Headers, Verdict
+from .ratelimit_headers import Verdict
 
 __all__ = ("DECISION_STATE_KEY", "RatekeeperMiddleware", "bearer_token")
 
@@ -45,10 +44,18 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)
-def _encoded(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
-    # Verdict headers repeat (cached per (limit, remaining)); encode each distinct set once.
-    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+#: The header names the gate adds; an app that sets one itself keeps its own value.
+_GATE_HEADERS = frozenset(
+    name.encode()
+    for name in (
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "ratelimit-policy",
+        "ratelimit",
+        "retry-after",
+    )
+)
 
 
 def _path_matcher(paths: Iterable[str] | Callable[[str], bool] | None) -> Callable[[str], bool]:
@@ -120,7 +127,7 @@ class RatekeeperMiddleware:
         state = dict(scope.get("state") or ())
         state[DECISION_STATE_KEY] = verdict.decision
         scope = {**scope, "state": state}
-        extra = _encoded(verdict.headers)
+        extra = verdict.raw_headers()
         if not extra:  # failing open: nothing known about the window, nothing to add
             await self.app(scope, receive, send)
             return
@@ -128,8 +135,12 @@ class RatekeeperMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in extra if pair[0] not in present)
+                present = [name for name, _ in headers if name.lower() in _GATE_HEADERS]
+                if present:
+                    present = [name.lower() for name in present]
+                    headers.extend(pair for pair in extra if pair[0] not in present)
+                else:
+                    headers.extend(extra)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -141,6 +152,6 @@ class RatekeeperMiddleware:
 
 async def _refuse(verdict: Verdict, send: Send) -> None:
     body = verdict.body()
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), *_encoded(verdict.headers)]
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *verdict.raw_headers()]
     await send({"type": "http.response.start", "status": verdict.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -131,3 +131,12 @@ def test_backend_unavailable_is_a_503_server_error() -> None:
         "server_error",
         "backend_unavailable",
     )
+
+
+@pytest.mark.parametrize(("limit", "remaining"), [(1, 0), (10, 9), (10**9, 123_456)])
+def test_the_admitted_fast_path_matches_the_general_rule(limit: int, remaining: int) -> None:
+    decision = Decision(True, Reason.ALLOWED, limit, remaining, 0.0, 60.0, "cksess_x")
+    verdict = verdict_for(decision)
+    expected = rate_limit_headers(limit, remaining, 60.0)
+    assert verdict.headers == expected
+    assert verdict.raw_headers() == [(n.encode(), v.encode()) for n, v in expected]
