@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
+
+from starlette.requests import Request
 
 from ..types import Decision, FileUploadLimits, HistoryLimits, Session
 
@@ -33,7 +34,7 @@ class ChatKitContext:
     session: Session
     decision: Decision | None = None
     upload_url_base: str = "http://127.0.0.1/chatkit/attachments/"
-    request: Any = field(default=None, compare=False, repr=False)
+    request: Request | None = field(default=None, compare=False, repr=False)
 
     @property
     def user(self) -> str:

@@ -308,3 +308,34 @@ def test_title_comes_from_the_first_message_cut_at_a_word(live: Live, protocol: 
     assert len(title) <= 60
     with live.client() as client:
         assert client.beta.chatkit.threads.retrieve(thread_id).title == title
+
+
+# -- what the metrics say -------------------------------------------------------------------
+
+
+def test_protocol_requests_show_in_the_metrics(clocked: Live, clocked_protocol: Protocol) -> None:
+    """Every protocol request is one decision in ratekeeper_decisions_total, by outcome."""
+    protocol = clocked_protocol
+    session = protocol.mint(rate_limits={"max_requests_per_1_minute": 2})
+    protocol.create_thread(session, "one")
+    protocol.post(session.secret, "threads.list", {})
+    protocol.post(session.secret, "threads.list", {})  # the third of two
+    protocol.post("ek_unknown", "threads.list", {})
+    protocol.post(None, "threads.list", {})
+    protocol.cancel(session)
+    protocol.post(session.secret, "threads.list", {})
+
+    text = protocol.http.get("/metrics").text
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ratekeeper_")
+    }
+    assert samples['ratekeeper_decisions_total{outcome="allowed"}'] == 2
+    assert samples['ratekeeper_decisions_total{outcome="rate_limited"}'] == 1
+    assert samples['ratekeeper_decisions_total{outcome="unknown_session"}'] == 1
+    assert samples['ratekeeper_decisions_total{outcome="missing_secret"}'] == 1
+    assert samples['ratekeeper_decisions_total{outcome="cancelled"}'] == 1
+    assert samples["ratekeeper_sessions_created_total"] == 1
+    assert samples["ratekeeper_sessions_cancelled_total"] == 1
+    assert session.secret not in text
