@@ -138,7 +138,7 @@ class Gate:
         *,
         registry: CollectorRegistry | None = None,
         fail_open: bool = False,
-        sweep_batch: int = 1000,
+        sweep_batch: int = 500,
         poll_interval_s: float = 1.0,
         on_expire: tuple[ExpiryCallback, ...] | list[ExpiryCallback] = (),
     ) -> None:
@@ -515,7 +515,13 @@ class Gate:
         if task_group is None:
             return None
         task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, tb)
+        try:
+            return await task_group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The task group wraps the block's own error; hand it back as it was raised.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return None
+            raise
 
     # -- metrics --------------------------------------------------------------------------
 

@@ -199,3 +199,9 @@ async def test_the_sweeper_survives_backend_failures_and_resumes(engine: Engine)
         assert engine.statistics().expired == 1
     assert (await gate.get(session.id)).status == "expired"
     assert count(gate, "ratekeeper_sessions_expired_total") == 1
+
+
+async def test_an_error_in_the_block_comes_out_unwrapped(engine: Engine) -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with Gate(engine):
+            raise KeyError("mine")

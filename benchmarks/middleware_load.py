@@ -1,0 +1,205 @@
+"""Middleware overhead on a real server under load: requests/s guarded vs unguarded, one run.
+
+Starts two uvicorn processes serving the same Starlette app, one bare and one behind
+:class:`~ratekeeper.middleware.RatekeeperMiddleware` (memory engine, sweeper running, metrics
+counted), both pinned to CPU 0, and drives them in alternation from CPU 1 with ``wrk`` when it
+is installed (``apt-get install wrk``), else with a small bounded asyncio load generator (which
+may saturate before the server does: the report says which one ran). Every request carries the
+session's ``Authorization: Bearer`` header; the session's limit is high enough that all are
+admitted, so this measures the admitted path.
+
+Run: ``.venv/bin/python benchmarks/middleware_load.py`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+PATH = "/v1/ping"
+
+
+# -- the servers (child processes) ---------------------------------------------------------
+
+
+def build_app(guarded: bool) -> Any:
+    """Return the benchmark app: one JSON route, optionally behind the middleware."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from ratekeeper import Engine, Gate, RatekeeperMiddleware
+
+    async def ping(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    gate = Gate(Engine())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        session = await gate.create_session(
+            "bench", expires_after_s=600, max_requests_per_1_minute=10**9
+        )
+        # The parent reads the (benchmark-only) secret from the first line of stdout.
+        print(f"SECRET {session.client_secret}", flush=True)
+        async with gate:
+            yield
+
+    app = Starlette(routes=[Route(PATH, ping)], lifespan=lifespan)
+    return RatekeeperMiddleware(app, gate=gate, paths=["/v1"]) if guarded else app
+
+
+def serve(kind: str, port: int) -> None:
+    """Child process: serve the bare or guarded app on 127.0.0.1:port until killed."""
+    import uvicorn
+
+    uvicorn.run(
+        build_app(kind == "guarded"),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+# -- the parent: start, load, report --------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pin(pid: int, cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
+        os.sched_setaffinity(pid, {cpu})
+
+
+@contextlib.contextmanager
+def server(kind: str) -> Iterator[tuple[int, str]]:
+    """Start one server process; yield (port, secret); stop it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pin(proc.pid, 0)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("SECRET "):
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        secret = line.split()[1]
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            time.sleep(0.05)
+        yield port, secret
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run_wrk(port: int, secret: str, seconds: float, connections: int) -> tuple[float, int]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "-H",
+            f"Authorization: Bearer {secret}",
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rate, int(non2xx.group(1)) if non2xx else 0
+
+
+async def _py_load(port: int, secret: str, seconds: float, connections: int) -> tuple[float, int]:
+    request = (
+        f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n"
+    ).encode()
+    done = 0
+    bad = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done, bad
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < deadline:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                done += 1
+                bad += not head.startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()
+
+    start = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return done / (time.monotonic() - start), bad
+
+
+def load(port: int, secret: str, seconds: float, connections: int) -> tuple[float, int]:
+    if shutil.which("wrk"):
+        return run_wrk(port, secret, seconds, connections)
+    return asyncio.run(_py_load(port, secret, seconds, connections))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", choices=["bare", "guarded"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=int, default=5, help="length of one run (s)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per app")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    pin(os.getpid(), 1)
+    tool = "wrk" if shutil.which("wrk") else "asyncio load generator (wrk not installed)"
+    rates: dict[str, list[float]] = {"bare": [], "guarded": []}
+    with server("bare") as bare, server("guarded") as guarded:
+        for port, secret in (bare, guarded):
+            load(port, secret, 1.0, args.connections)  # warm-up, not recorded
+        for _ in range(args.rounds):
+            for kind, (port, secret) in (("bare", bare), ("guarded", guarded)):
+                rate, bad = load(port, secret, args.seconds, args.connections)
+                if bad:
+                    raise RuntimeError(f"{kind}: {bad} responses were not 200")
+                rates[kind].append(rate)
+                print(f"  {kind:8s} {rate:10.0f} req/s", flush=True)
+    bare_rate = statistics.median(rates["bare"])
+    guarded_rate = statistics.median(rates["guarded"])
+    print(f"load: {tool}, {args.connections} connections, {args.rounds} x {args.seconds:g} s")
+    print(f"unguarded median {bare_rate:10.0f} req/s")
+    print(f"guarded   median {guarded_rate:10.0f} req/s")
+    print(f"guarded / unguarded: {guarded_rate / bare_rate:.1%}")
+
+
+if __name__ == "__main__":
+    main()
