@@ -1,4 +1,4 @@
-"""The Lua scripts of the Redis backend, loaded from package data, and how they are run.
+"""The Lua scripts of the Redis backend, loaded from package data, and the runner that calls them.
 
 Each script is ``common.lua`` followed by its own file. Scripts run by ``EVALSHA`` (one round
 trip); a ``NOSCRIPT`` reply (Redis restarted, failed over, or ``SCRIPT FLUSH``) is answered by
@@ -9,10 +9,21 @@ transparent and costs one extra round trip on the first call that finds the cach
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any, TypeAlias
 
-__all__ = ("SCRIPT_NAMES", "Script", "load_scripts")
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from ..errors import BackendError
+
+__all__ = ("SCRIPT_NAMES", "Call", "Client", "Script", "ScriptRunner", "load_scripts", "wrap")
+
+#: The clients the backend runs on: a server, or a cluster.
+Client: TypeAlias = Redis | RedisCluster
 
 SCRIPT_NAMES = (
     "ack",
@@ -28,6 +39,9 @@ SCRIPT_NAMES = (
     "read",
     "upload",
 )
+
+#: What the driver raises; everything else is a bug and is not wrapped.
+DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,10 @@ class Script:
     sha: str
 
 
+#: One pipelined call: a script with its keys and arguments, or ``None`` and a plain command.
+Call: TypeAlias = tuple[Script | None, Sequence[str], Sequence[Any]]
+
+
 def load_scripts() -> dict[str, Script]:
     """Read every script from the package and return them by name."""
     here = files(__package__)
@@ -55,3 +73,60 @@ def load_scripts() -> dict[str, Script]:
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         scripts[name] = Script(name, source, sha)
     return scripts
+
+
+def wrap(exc: BaseException) -> BackendError:
+    """Return the :class:`BackendError` for a driver failure (raise it ``from exc``)."""
+    # The driver's message names the server and the failure, never a key's value: no secrets.
+    return BackendError(f"Redis backend failed: {type(exc).__name__}: {exc}")
+
+
+class ScriptRunner:
+    """Runs the backend's scripts on one client, reloading them and wrapping every failure.
+
+    Args:
+        client: a ``redis.asyncio`` server or cluster client.
+
+    Holds no state of its own beyond the client; use it from the client's event loop.
+    """
+
+    __slots__ = ("client", "scripts")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.scripts = load_scripts()
+
+    async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script: one round trip (two after Redis lost its script cache)."""
+        client = self.client
+        try:
+            try:
+                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # Redis lost its script cache: EVAL sends the source and caches it again.
+                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
+
+    async def eval_many(self, calls: Sequence[Call]) -> list[Any]:
+        """Run scripts (or plain commands) in one pipelined round trip; results in order."""
+        if not calls:
+            return []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                if script is None:
+                    pipe.execute_command(*keys, *args)
+                else:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
+        out = []
+        for (script, keys, args), result in zip(calls, results, strict=True):
+            if script is not None and isinstance(result, NoScriptError):
+                result = await self.eval(script, keys, args)
+            elif isinstance(result, Exception):
+                raise wrap(result) from result
+            out.append(result)
+        return out

@@ -18,21 +18,15 @@ sweeper dies.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    NoScriptError,
-    RedisClusterException,
-    RedisError,
-)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from .._params import validate_limits
 from .._secrets import new_client_secret, secret_digest
@@ -51,41 +45,28 @@ from ..types import (
     UploadDecision,
 )
 from ..window import unknown_decision
-from ._scripts import Script, load_scripts
+from ._replies import US, snapshot, text
+from ._scripts import DRIVER_ERRORS, Client, ScriptRunner, wrap
+from ._sweep import SharedSweep
 from .keys import SESSION_ID_PATTERN, KeySpace, session_id_for
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    Client: TypeAlias = Redis | RedisCluster
 
 __all__ = ("RedisBackend",)
 
-_DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
 _new = tuple.__new__  # builds a Decision without NamedTuple's Python-level __new__
 _ALLOWED = Reason.ALLOWED
 _RATE_LIMITED = Reason.RATE_LIMITED
 _EXPIRED = Reason.EXPIRED
 _CANCELLED = Reason.CANCELLED
-_US = 1_000_000
 # Keys outlive their logical retention by this much: TTLs are a safety net, not the rule.
 _TTL_MARGIN_MS = 1_000
 # With an injected clock the logical time need not follow real time; a wide margin keeps a
 # slow test run from losing keys that the injected clock still considers alive.
 _INJECTED_TTL_MARGIN_MS = 600_000
-# Upper bounds on one sweep's work per call: keeps every script short (Redis is single-threaded).
-_MAX_SWEEP_BATCH = 1_000
-_MAX_PURGE_BATCH = 1_000
 
 
 def _session_id(client_secret: str) -> tuple[str, bytes]:
     """Return the session id a secret names and the digest stored for it."""
     return session_id_for(client_secret), secret_digest(client_secret)
-
-
-def _wrap(exc: BaseException) -> BackendError:
-    # The driver's message names the server and the failure, never a key's value: no secrets.
-    return BackendError(f"Redis backend failed: {type(exc).__name__}: {exc}")
 
 
 class RedisBackend:
@@ -130,11 +111,16 @@ class RedisBackend:
         self.keys = KeySpace(key_prefix, expiry_shards)
         self.retention_s = float(retention_s)
         self.max_sessions = max_sessions
-        self._retention_us = str(round(retention_s * _US))
-        self._lease_us = str(round(claim_lease_s * _US))
+        self._retention_us = str(round(retention_s * US))
+        self._lease_us = str(round(claim_lease_s * US))
         self._margin_ms = str(_TTL_MARGIN_MS if clock is None else _INJECTED_TTL_MARGIN_MS)
         self._owns_client = owns_client
-        self._scripts = load_scripts()
+        self._runner = ScriptRunner(client)
+        self._eval = self._runner.eval
+        self._scripts = self._runner.scripts
+        self._sweep = SharedSweep(
+            self._runner, self.keys, self._retention_us, self._lease_us, self._margin_ms
+        )
         self._admit_sha = self._scripts["admit"].sha
         self._tag_open = key_prefix + ":{"
 
@@ -147,6 +133,7 @@ class RedisBackend:
         clock: Clock | None = None,
         socket_timeout: float = 2.0,
         socket_connect_timeout: float = 2.0,
+        client_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> RedisBackend:
         """Connect to ``redis://``, ``rediss://`` or ``unix://`` Redis (or a cluster) by URL.
@@ -158,6 +145,8 @@ class RedisBackend:
             socket_timeout: seconds before a command on a stuck connection fails, so a hung
                 Redis becomes a :class:`~ratekeeper.errors.BackendError`, never a hang.
             socket_connect_timeout: seconds before a connection attempt fails.
+            client_options: more keyword arguments for redis-py's ``from_url`` (e.g.
+                ``max_connections``, ``ssl_ca_certs``, ``health_check_interval``).
             **options: the backend's keyword arguments (``key_prefix``, ``retention_s``,
                 ``expiry_shards``, ``max_sessions``, ``claim_lease_s``).
 
@@ -166,21 +155,17 @@ class RedisBackend:
         # A command is retried once, only on a connection error (a stale pooled connection
         # after a Redis restart), never on a timeout: a timed-out admission may have counted.
         retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        settings: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "retry": retry,
+            **(client_options or {}),
+        }
         client: Client
         if cluster:
-            client = RedisCluster.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
-                retry=retry,
-            )
+            client = RedisCluster.from_url(url, **settings)
         else:
-            client = Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
-                retry=retry,
-            )
+            client = Redis.from_url(url, **settings)
         return cls(client, clock=clock, owns_client=True, **options)
 
     @property
@@ -192,43 +177,7 @@ class RedisBackend:
 
     def _now(self) -> str:
         clock = self.clock
-        return "" if clock is None else str(round(clock.monotonic() * _US))
-
-    async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        client = self._client
-        try:
-            try:
-                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                # Redis lost its script cache: EVAL sends the source and caches it again.
-                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
-        except _DRIVER_ERRORS as exc:
-            raise _wrap(exc) from exc
-
-    async def _eval_many(
-        self, calls: Sequence[tuple[Script | None, Sequence[str], Sequence[Any]]]
-    ) -> list[Any]:
-        """Run scripts (or, with ``None``, plain commands) in one pipelined round trip."""
-        if not calls:
-            return []
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for script, keys, args in calls:
-                if script is None:
-                    pipe.execute_command(*keys, *args)
-                else:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-        except _DRIVER_ERRORS as exc:
-            raise _wrap(exc) from exc
-        out = []
-        for (script, keys, args), result in zip(calls, results, strict=True):
-            if script is not None and isinstance(result, NoScriptError):
-                result = await self._eval(script, keys, args)
-            elif isinstance(result, Exception):
-                raise _wrap(result) from result
-            out.append(result)
-        return out
+        return "" if clock is None else str(round(clock.monotonic() * US))
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -276,8 +225,8 @@ class RedisBackend:
         if clock is None:
             mono = wall = ""
         else:
-            wall = str(round(clock.time() * _US))
-            mono = str(round(clock.monotonic() * _US))
+            wall = str(round(clock.time() * US))
+            mono = str(round(clock.monotonic() * US))
         # 128-bit ids derived from 256-bit secrets do not collide; the loop is for correctness.
         for _ in range(3):
             secret = new_client_secret()
@@ -316,7 +265,7 @@ class RedisBackend:
             user=user,
             status=SessionStatus.ACTIVE,
             expires_at=int(expires_at),
-            created_at=int(created_us) / _US,
+            created_at=int(created_us) / US,
             max_requests_per_1_minute=max_requests_per_1_minute,
             file_upload=file_upload,
             history=history,
@@ -354,15 +303,15 @@ class RedisBackend:
                 reply = await client.execute_command("EVALSHA", self._admit_sha, *args)
             except NoScriptError:
                 reply = await client.execute_command("EVAL", self._scripts["admit"].source, *args)
-        except _DRIVER_ERRORS as exc:
-            raise _wrap(exc) from exc
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
         code = reply[0]
         if code == 1:
             return _new(Decision, (True, _ALLOWED, reply[1], reply[2], 0.0, WINDOW_S, sid))
         if code == 2:
             return _new(
                 Decision,
-                (False, _RATE_LIMITED, reply[1], 0, reply[2] / _US, reply[3] / _US, sid),
+                (False, _RATE_LIMITED, reply[1], 0, reply[2] / US, reply[3] / US, sid),
             )
         if code == 0:
             return unknown_decision()
@@ -377,7 +326,7 @@ class RedisBackend:
         )
         if reply[0] == 0:
             return None
-        return _snapshot(sid, *reply[1:])
+        return snapshot(sid, *reply[1:])
 
     async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
         """Count one file upload against the session's ``file_upload`` limits, if it fits.
@@ -394,7 +343,7 @@ class RedisBackend:
         if reply[0] == 0:
             raise SessionNotFound(session_id)
         _, allowed, reason, used, max_files = reply
-        return UploadDecision(bool(allowed), reason.decode(), int(used), int(max_files))
+        return UploadDecision(bool(allowed), text(reason), int(used), int(max_files))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -409,7 +358,7 @@ class RedisBackend:
         reply = await self._eval(self._scripts["read"], keys[:1], (self._now(), ""))
         if reply[0] == 0:
             raise SessionNotFound(session_id)
-        return _snapshot(session_id, *reply[1:])
+        return snapshot(session_id, *reply[1:])
 
     async def cancel(self, session_id: str) -> Session:
         """Cancel an active session; idempotent, and a no-op on an expired one.
@@ -433,7 +382,7 @@ class RedisBackend:
                 (index, cancelled),
                 (str(reply[6]), session_id, self._retention_us, self._margin_ms),
             )
-        return _snapshot(session_id, *reply[1:6])
+        return snapshot(session_id, *reply[1:6])
 
     async def sweep(self, max_items: int) -> list[Expired]:
         """Flip due sessions to ``expired`` (at most ``max_items``), purge old ended ones.
@@ -444,104 +393,23 @@ class RedisBackend:
         Raises:
             BackendError: Redis failed.
         """
-        keys = self.keys
-        scripts = self._scripts
-        now = self._now()
-        batch = max(0, min(max_items, _MAX_SWEEP_BATCH))
-        peeks = await self._eval_many(
-            [
-                (scripts["peek"], keys.shard(i), (now, batch, _MAX_PURGE_BATCH))
-                for i in range(keys.shards)
-            ]
-        )
-        purged: list[tuple[Script | None, Sequence[str], Sequence[Any]]] = []
-        due: list[tuple[int, int, str]] = []
-        for shard, (gone, pairs) in enumerate(peeks):
-            purged.extend((None, ("DEL", *keys.session(sid.decode())), ()) for sid in gone)
-            due.extend(
-                (int(float(pairs[i + 1])), shard, pairs[i].decode())
-                for i in range(0, len(pairs), 2)
-            )
-        await self._eval_many(purged)
-        if not due or batch == 0:
-            return []
-        due.sort()
-        by_shard: dict[int, list[str]] = {}
-        for _, shard, sid in due[:batch]:
-            by_shard.setdefault(shard, []).append(sid)
-        shards = list(by_shard)
-        claims = await self._eval_many(
-            [
-                (scripts["claim"], keys.shard(s)[:1], (now, self._lease_us, *by_shard[s]))
-                for s in shards
-            ]
-        )
-        claimed = [(s, sid.decode()) for s, ids in zip(shards, claims, strict=True) for sid in ids]
-        flips = await self._eval_many(
-            [
-                (scripts["flip"], keys.session(sid), (now, self._retention_us, self._margin_ms))
-                for _, sid in claimed
-            ]
-        )
-        flipped: list[tuple[int, Expired]] = []
-        settle: dict[int, tuple[list[str], list[str], list[str]]] = {}
-        for (shard, sid), reply in zip(claimed, flips, strict=True):
-            done, dropped, restore = settle.setdefault(shard, ([], [], []))
-            if reply[0] == 1:
-                _, deadline_us, expires_at, created_us, meta, limit, flip_now = reply
-                session = _snapshot(sid, b"expired", expires_at, created_us, meta, limit)
-                flipped.append((deadline_us, Expired(session, (flip_now - deadline_us) / _US)))
-                done.append(sid)
-            elif reply[0] == 2:
-                restore.extend((sid, str(reply[1])))
-            else:
-                dropped.append(sid)
-        await self._eval_many(
-            [
-                (
-                    scripts["ack"],
-                    keys.shard(s)[:2],
-                    (
-                        now,
-                        self._retention_us,
-                        self._margin_ms,
-                        len(done),
-                        len(dropped),
-                        *done,
-                        *dropped,
-                        *restore,
-                    ),
-                )
-                for s, (done, dropped, restore) in settle.items()
-            ]
-        )
-        flipped.sort(key=_first)
-        return [expired for _, expired in flipped]
+        return await self._sweep.sweep(self._now(), max_items)
 
     async def time_to_next_deadline(self) -> float | None:
         """Seconds until :meth:`sweep` next has work (<= 0: now), ``None`` if never."""
-        now = self._now()
-        replies = await self._eval_many(
-            [(self._scripts["next"], self.keys.shard(i), (now,)) for i in range(self.keys.shards)]
-        )
-        waits = [reply for reply in replies if reply is not None]
-        return min(waits) / _US if waits else None
+        return await self._sweep.time_to_next_deadline(self._now())
 
     async def statistics(self) -> EngineStatistics:
         """Count active sessions, and ended ones still retained, across every index shard."""
-        calls: list[tuple[Script | None, Sequence[str], Sequence[Any]]] = []
-        for i in range(self.keys.shards):
-            calls.extend((None, ("ZCARD", key), ()) for key in self.keys.shard(i))
-        counts = await self._eval_many(calls)
-        return EngineStatistics(sum(counts[0::3]), sum(counts[1::3]), sum(counts[2::3]))
+        return await self._sweep.statistics()
 
     async def aclose(self) -> None:
         """Close the client if this backend created it (``from_url``)."""
         if self._owns_client:
             try:
                 await self._client.aclose()
-            except _DRIVER_ERRORS as exc:
-                raise _wrap(exc) from exc
+            except DRIVER_ERRORS as exc:
+                raise wrap(exc) from exc
 
     # -- internals --------------------------------------------------------------------------
 
@@ -558,24 +426,3 @@ class RedisBackend:
             f"RedisBackend({kind}, key_prefix={self.keys.prefix!r}, "
             f"shards={self.keys.shards}, clock={self.clock!r})"
         )
-
-
-def _first(pair: tuple[int, Expired]) -> int:
-    return pair[0]
-
-
-def _snapshot(
-    sid: str, status: bytes, expires_at: Any, created_us: Any, meta: bytes, limit: Any
-) -> Session:
-    data = json.loads(meta)
-    return Session(
-        id=sid,
-        user=data["user"],
-        status=SessionStatus(status.decode()),
-        expires_at=int(expires_at),
-        created_at=int(created_us) / _US,
-        max_requests_per_1_minute=int(limit),
-        file_upload=FileUploadLimits(*data["fu"]),
-        history=HistoryLimits(*data["h"]),
-        attributes=data["a"],
-    )
