@@ -30,6 +30,7 @@ SCRIPT_NAMES = (
     "admit",
     "cancel",
     "claim",
+    "count",
     "create",
     "flip",
     "index_add",

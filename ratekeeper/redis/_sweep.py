@@ -134,6 +134,14 @@ class SharedSweep:
         waits = [reply for reply in replies if reply is not None]
         return min(waits) / US if waits else None
 
+    async def live_count(self, now: str) -> int:
+        """Count active sessions whose deadline is still ahead of ``now``, over every shard."""
+        script = self.runner.scripts["count"]
+        counts = await self.runner.eval_many(
+            [(script, self.keys.shard(i)[:1], (now,)) for i in range(self.keys.shards)]
+        )
+        return sum(counts)
+
     async def statistics(self) -> EngineStatistics:
         """Count active sessions, and ended ones still retained, across every shard."""
         calls: list[Call] = []

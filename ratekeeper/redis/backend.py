@@ -274,15 +274,13 @@ class RedisBackend:
         )
 
     async def _check_capacity(self, max_sessions: int) -> None:
-        active = (await self.statistics()).active
-        if active >= max_sessions:
-            # Due sessions still count until flipped, as in the engine: flip them first.
-            await self.sweep(active)
-            if (await self.statistics()).active >= max_sessions:
-                raise CapacityExceeded(
-                    f"cannot create a session: {max_sessions} sessions are active "
-                    "(raise max_sessions, or cancel sessions)"
-                )
+        # Sessions past their deadline do not count, as in the engine; they are not flipped
+        # here, though: the shared sweep flips and reports each one, once.
+        if await self._sweep.live_count(self._now()) >= max_sessions:
+            raise CapacityExceeded(
+                f"cannot create a session: {max_sessions} sessions are active "
+                "(raise max_sessions, or cancel sessions)"
+            )
 
     # -- the hot path -----------------------------------------------------------------------
 

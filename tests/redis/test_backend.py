@@ -236,12 +236,12 @@ async def test_attributes_must_be_json(backend: RedisBackend) -> None:
 
 
 async def test_capacity_counts_active_sessions(redis_url: str, clock: ManualClock) -> None:
-    """max_sessions refuses one more active session; expired ones free their place."""
+    """max_sessions refuses one more active session; due ones free their place."""
     backend = ScratchRedisBackend.from_url(
         redis_url, clock=clock, key_prefix=scratch_prefix(), max_sessions=2
     )
     try:
-        await backend.create_session("u", expires_after_s=5)
+        due = await backend.create_session("u", expires_after_s=5)
         cancelled = await backend.create_session("u", expires_after_s=100)
         with pytest.raises(CapacityExceeded):
             await backend.create_session("u")
@@ -251,6 +251,8 @@ async def test_capacity_counts_active_sessions(redis_url: str, clock: ManualCloc
             await backend.create_session("u")
         clock.advance(5)
         await backend.create_session("u")
+        # The due session made room without being flipped behind the sweep's back.
+        assert [item.session.id for item in await backend.sweep(10)] == [due.id]
     finally:
         await backend.aclose()
 
