@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ("app_from_env", "backend_from_settings", "create_app", "openapi_document")
 
+#: The in-memory backend's cap on active sessions when ``max_sessions`` is not set.
+MEMORY_MAX_SESSIONS = 1_000_000
+
 
 def openapi_document() -> bytes:
     """Return the service's own OpenAPI document (``ratekeeper/server/openapi.json``)."""
@@ -61,7 +64,10 @@ def backend_from_settings(settings: ServerSettings) -> Backend:
         SettingsError: the Redis backend is not installed or cannot be built from the URL.
     """
     if settings.uses_memory:
-        engine = Engine(retention_s=settings.retention_s, max_sessions=settings.max_sessions)
+        engine = Engine(
+            retention_s=settings.retention_s,
+            max_sessions=settings.max_sessions or MEMORY_MAX_SESSIONS,
+        )
         return MemoryBackend(engine)
     try:
         from ..redis import RedisBackend

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ServerSettings()
     for setting in SETTINGS:
         default = getattr(defaults, setting.field)
-        shown = "none: one is generated" if setting.field == "api_keys" else default
+        shown = {"api_keys": "none: one is generated", "max_sessions": "unset"}.get(
+            setting.field, default
+        )
         if setting.is_flag:
             shown = "off" if default == (not setting.flag_value) else "on"
         help_text = f"{setting.help} [env: {setting.env}] (default: {shown})"

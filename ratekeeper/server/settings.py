@@ -168,7 +168,8 @@ SETTINGS: tuple[Setting, ...] = (
         "--max-sessions",
         "RATEKEEPER_MAX_SESSIONS",
         _positive_int,
-        "Most active sessions held in memory; creating one more gets 503 capacity_exceeded.",
+        "Cap on active sessions; creating one more gets 503 capacity_exceeded. Unset: "
+        "1000000 in memory, no cap on Redis (where the check costs a round trip per creation).",
         metavar="N",
     ),
     Setting(
@@ -214,7 +215,7 @@ class ServerSettings:
         workers: worker processes (> 1 only with Redis).
         allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
         max_body_bytes: largest request body accepted.
-        max_sessions: cap on active sessions in memory.
+        max_sessions: cap on active sessions (``None``: 1,000,000 in memory, none on Redis).
         retention_s: how long ended sessions are remembered.
         log_level: uvicorn's and ratekeeper's log level.
         access_log: whether uvicorn logs every request.
@@ -229,7 +230,7 @@ class ServerSettings:
     workers: int = 1
     allow_missing_beta_header: bool = False
     max_body_bytes: int = 1_048_576
-    max_sessions: int = 1_000_000
+    max_sessions: int | None = None
     retention_s: float = 3600.0
     log_level: str = "info"
     access_log: bool = True
@@ -271,6 +272,8 @@ class ServerSettings:
         env = {}
         for setting in SETTINGS:
             value = getattr(self, setting.field)
+            if value is None:
+                continue
             if isinstance(value, tuple):
                 env[setting.env] = ",".join(value)
             elif isinstance(value, bool):
