@@ -28,7 +28,7 @@ from .attachments import MemoryAttachmentStore, PendingUpload, UploadRefused
 from .context import ChatKitContext
 from .gateway import bearer_secret, check_authorization, verdict_response
 from .limits import ChatKitLimitError, thread_title
-from .responder import EchoChatKitServer, echo_text
+from .responder import EchoChatKitServer, adopt_stored_title, echo_text
 from .route import (
     DEFAULT_MAX_BODY_BYTES,
     ChatKitEndpoint,
@@ -49,6 +49,7 @@ __all__ = (
     "ServerFactory",
     "ThreadStoreAdapter",
     "UploadRefused",
+    "adopt_stored_title",
     "bearer_secret",
     "chatkit_routes",
     "check_authorization",

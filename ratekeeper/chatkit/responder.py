@@ -32,7 +32,7 @@ from chatkit.types import (
 from ..clock import Clock, SystemClock
 from .context import ChatKitContext
 
-__all__ = ("EchoChatKitServer", "echo_text")
+__all__ = ("EchoChatKitServer", "adopt_stored_title", "echo_text")
 
 _WORDS = re.compile(r"\S+\s*")
 
@@ -54,6 +54,22 @@ def echo_text(message: UserMessageItem | None) -> str:
     return "(empty message)"
 
 
+async def adopt_stored_title(
+    store: Store[ChatKitContext], thread: ThreadMetadata, context: ChatKitContext
+) -> None:
+    """Give ``thread`` the title the store holds for it, if it has none yet.
+
+    Automatic titles are set by the store when a thread's first message is saved, so the copy
+    of the thread a ``ChatKitServer`` streams does not have it. openai-chatkit saves the thread
+    and emits ``thread.updated`` when ``respond`` changes it: call this first in ``respond``
+    and the client shows the title at once.
+    """
+    if thread.title is None:
+        stored = await store.load_thread(thread.id, context)
+        if stored.title is not None:
+            thread.title = stored.title
+
+
 class EchoChatKitServer(ChatKitServer[ChatKitContext]):
     """A ``ChatKitServer`` whose assistant repeats the user.
 
@@ -66,7 +82,7 @@ class EchoChatKitServer(ChatKitServer[ChatKitContext]):
     Automatic titling is done by the store when the first message is saved; this server
     copies that title into the thread it streams, so the client hears of it through a
     ``thread.updated`` event right away. Servers of your own can do the same with
-    :meth:`adopt_stored_title`.
+    :func:`adopt_stored_title`.
 
     Holds no per-request state, so one instance serves every request of its event loop.
     """
@@ -81,17 +97,6 @@ class EchoChatKitServer(ChatKitServer[ChatKitContext]):
         super().__init__(store, attachment_store)
         self.clock: Clock = clock if clock is not None else SystemClock()
 
-    async def adopt_stored_title(self, thread: ThreadMetadata, context: ChatKitContext) -> None:
-        """Give ``thread`` the title the store holds for it, if it has none yet.
-
-        openai-chatkit saves the thread and emits ``thread.updated`` when ``respond`` changes
-        it, so calling this first in ``respond`` shows automatic titles at once.
-        """
-        if thread.title is None:
-            stored = await self.store.load_thread(thread.id, context)
-            if stored.title is not None:
-                thread.title = stored.title
-
     async def respond(
         self,
         thread: ThreadMetadata,
@@ -99,7 +104,7 @@ class EchoChatKitServer(ChatKitServer[ChatKitContext]):
         context: ChatKitContext,
     ) -> AsyncIterator[ThreadStreamEvent]:
         """Stream the echo of ``input_user_message`` as an assistant message."""
-        await self.adopt_stored_title(thread, context)
+        await adopt_stored_title(self.store, thread, context)
         text = echo_text(input_user_message)
         item = AssistantMessageItem(
             id=self.store.generate_item_id("message", thread, context),

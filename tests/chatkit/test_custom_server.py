@@ -37,6 +37,7 @@ from ratekeeper.chatkit import (
     EchoChatKitServer,
     MemoryAttachmentStore,
     ThreadStoreAdapter,
+    adopt_stored_title,
     bearer_secret,
     check_authorization,
     echo_text,
@@ -59,6 +60,7 @@ class WhoAmI(ChatKitServer[ChatKitContext]):
         input_user_message: UserMessageItem | None,
         context: ChatKitContext,
     ) -> AsyncIterator[ThreadStreamEvent]:
+        await adopt_stored_title(self.store, thread, context)
         text = echo_text(input_user_message)
         if text == "refuse":
             raise ChatKitLimitError("Not on this plan.", status_code=403, code="plan_limit")
@@ -119,6 +121,7 @@ def test_your_server_gets_the_session_in_its_context(
     thread_id, stream = custom_protocol.create_thread(session, "who am I?")
     reply = stream.events[-1]["item"]["content"][0]["text"]
     assert reply == f"{session.user} on {session.id}, 4 left"
+    assert stream.first("thread.updated")["thread"]["title"] == "who am I?"
     with custom.client() as client:
         items = client.beta.chatkit.threads.list_items(thread_id, order="asc").data
         assert client.beta.chatkit.threads.retrieve(thread_id).user == session.user
