@@ -119,7 +119,8 @@ def test_your_server_gets_the_session_in_its_context(
     """The context carries the session behind the secret; threads land in the REST store."""
     session = custom_protocol.mint(rate_limits={"max_requests_per_1_minute": 5})
     thread_id, stream = custom_protocol.create_thread(session, "who am I?")
-    reply = stream.events[-1]["item"]["content"][0]["text"]
+    done = [event for event in stream.events if event["type"] == "thread.item.done"]
+    reply = done[-1]["item"]["content"][0]["text"]
     assert reply == f"{session.user} on {session.id}, 4 left"
     assert stream.first("thread.updated")["thread"]["title"] == "who am I?"
     with custom.client() as client:
