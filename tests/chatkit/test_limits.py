@@ -178,7 +178,7 @@ def test_uploads_are_refused_when_disabled(protocol: Protocol) -> None:
     session = protocol.mint()
     status, body = _create(protocol, session.secret, 10)
     assert status == 403
-    assert body["error"]["code"] == "file_upload_disabled"  # type: ignore[index]
+    assert body["error"]["code"] == "file_upload_disabled"
 
 
 def test_upload_larger_than_max_file_size_is_refused(protocol: Protocol) -> None:
@@ -188,14 +188,14 @@ def test_upload_larger_than_max_file_size_is_refused(protocol: Protocol) -> None
     )
     status, body = _create(protocol, session.secret, MB + 1)
     assert status == 413
-    assert body["error"]["code"] == "file_too_large"  # type: ignore[index]
-    assert body["error"]["param"] == "params.size"  # type: ignore[index]
+    assert body["error"]["code"] == "file_too_large"
+    assert body["error"]["param"] == "params.size"
     status, body = _create(protocol, session.secret, MB)
     assert status == 200
     assert body["name"] == "f.bin"
     status, body = _create(protocol, session.secret, -1)
     assert status == 400
-    assert body["error"]["code"] == "integer_below_min_value"  # type: ignore[index]
+    assert body["error"]["code"] == "integer_below_min_value"
 
 
 def test_session_at_max_files_cannot_create_more(protocol: Protocol) -> None:
@@ -208,8 +208,8 @@ def test_session_at_max_files_cannot_create_more(protocol: Protocol) -> None:
     assert _create(protocol, session.secret, 5)[0] == 200
     status, body = _create(protocol, session.secret, 5)
     assert status == 403
-    assert body["error"]["code"] == "max_files_exceeded"  # type: ignore[index]
-    assert "2 files" in str(body["error"]["message"])  # type: ignore[index]
+    assert body["error"]["code"] == "max_files_exceeded"
+    assert "2 files" in str(body["error"]["message"])
 
 
 def test_upload_of_more_bytes_than_declared_is_refused(protocol: Protocol) -> None:
@@ -217,7 +217,7 @@ def test_upload_of_more_bytes_than_declared_is_refused(protocol: Protocol) -> No
     session = protocol.mint(chatkit_configuration={"file_upload": {"enabled": True}})
     status, body = _create(protocol, session.secret, 4)
     assert status == 200
-    url = body["upload_descriptor"]["url"]  # type: ignore[index]
+    url = body["upload_descriptor"]["url"]
     refused = protocol.http.post(url, files={"file": ("f.bin", b"12345", "a/b")})
     assert refused.status_code == 413
     missing_file = protocol.http.post(url, files={"other": ("f.bin", b"1234", "a/b")})
@@ -236,7 +236,7 @@ def test_upload_after_the_session_ended_is_refused(protocol: Protocol) -> None:
     status, body = _create(protocol, session.secret, 4)
     assert status == 200
     protocol.cancel(session)
-    url = body["upload_descriptor"]["url"]  # type: ignore[index]
+    url = body["upload_descriptor"]["url"]
     refused = protocol.http.post(url, files={"file": ("f.bin", b"1234", "a/b")})
     assert refused.status_code == 401
     assert _error(refused.content)["code"] == "session_cancelled"

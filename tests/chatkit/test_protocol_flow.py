@@ -91,7 +91,7 @@ def test_add_user_message_appends_in_order_and_the_sdk_reads_it(
         "chatkit.user_message",
         "chatkit.assistant_message",
     ] * 2
-    texts = [item.content[0].text for item in items]  # type: ignore[union-attr]
+    texts = [item.content[0].text for item in items]
     assert texts == ["first", "first", "second   message", "second   message"]
     assert thread.title == "first"
 
