@@ -52,6 +52,9 @@ MAX_USER_FILTER = 512
 _BODY_KEYS = ("workflow", "user", "expires_after", "rate_limits", "chatkit_configuration")
 _WORKFLOW_KEYS = ("id", "version", "state_variables", "tracing")
 _CONFIG_KEYS = ("automatic_thread_titling", "file_upload", "history")
+_ANCHORS = ("created_at",)
+_ITEM_QUERY = ("limit", "order", "after", "before")
+_THREAD_QUERY = (*_ITEM_QUERY, "user")
 
 # Hints for the fields of the stale curl example on OpenAI's reference page.
 _MOVED = {
@@ -216,9 +219,6 @@ def parse_create_session(body: Any) -> CreateSessionRequest:
     )
 
 
-_ANCHORS = ("created_at",)
-
-
 def _check_known_with_hints(body: dict[str, Any]) -> None:
     """Raise ``unknown_parameter`` naming every unknown top-level name at once, with hints."""
     unknown = [key for key in body if key not in _BODY_KEYS]
@@ -353,7 +353,7 @@ def parse_list_query(params: Mapping[str, str], *, with_user: bool) -> ListQuery
     Raises:
         InvalidParameter: an unknown, malformed or out-of-range parameter.
     """
-    known = ("limit", "order", "after", "before", "user") if with_user else _ITEM_QUERY
+    known = _THREAD_QUERY if with_user else _ITEM_QUERY
     check_known(dict(params), "", known)
     limit = DEFAULT_LIST_LIMIT
     if "limit" in params:
@@ -369,9 +369,6 @@ def parse_list_query(params: Mapping[str, str], *, with_user: bool) -> ListQuery
     if "user" in params:
         user = check_str(params["user"], "user", min_length=1, max_length=MAX_USER_FILTER)
     return ListQuery(limit, order, after, before, user)
-
-
-_ITEM_QUERY = ("limit", "order", "after", "before")
 
 
 def _query_int(raw: str, param: str) -> int:
