@@ -40,7 +40,7 @@ from .middleware import RequestIdMiddleware
 from .responses import exception_handlers
 from .sessions import cancel_session, create_session
 from .settings import ServerSettings, SettingsError
-from .thread_routes import delete_thread, list_thread_items, list_threads, retrieve_thread
+from .thread_routes import list_thread_items, list_threads, thread_resource
 from .threads import ThreadStore
 
 if TYPE_CHECKING:
@@ -98,7 +98,10 @@ def _announce_key(key: str) -> None:
 
 
 class _Asgi:
-    """Lets a plain ASGI callable be a :class:`Route` endpoint (not a request handler)."""
+    """Lets a plain ASGI callable be a :class:`Route` endpoint (not a request handler).
+
+    Holds nothing but the app, so it is as thread-safe as the app it wraps.
+    """
 
     __slots__ = ("app",)
 
@@ -178,8 +181,7 @@ def create_app(
         Route("/v1/chatkit/sessions", create_session, methods=["POST"]),
         Route("/v1/chatkit/sessions/{session_id}/cancel", cancel_session, methods=["POST"]),
         Route("/v1/chatkit/threads", list_threads, methods=["GET"]),
-        Route("/v1/chatkit/threads/{thread_id}", retrieve_thread, methods=["GET"]),
-        Route("/v1/chatkit/threads/{thread_id}", delete_thread, methods=["DELETE"]),
+        Route("/v1/chatkit/threads/{thread_id}", thread_resource, methods=["GET", "DELETE"]),
         Route("/v1/chatkit/threads/{thread_id}/items", list_thread_items, methods=["GET"]),
         Route("/ratekeeper/admit", admit, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -11,7 +11,13 @@ from .context import ServiceContext
 from .threads import Page
 from .validation import parse_list_query
 
-__all__ = ("delete_thread", "list_thread_items", "list_threads", "retrieve_thread")
+__all__ = (
+    "delete_thread",
+    "list_thread_items",
+    "list_threads",
+    "retrieve_thread",
+    "thread_resource",
+)
 
 
 def _envelope(page: Page[Any]) -> dict[str, Any]:
@@ -52,6 +58,16 @@ async def delete_thread(request: Request) -> JSONResponse:
     ctx.authorize(request)
     thread = ctx.threads.delete_thread(request.path_params["thread_id"])
     return JSONResponse({"id": thread.id, "object": "chatkit.thread.deleted", "deleted": True})
+
+
+async def thread_resource(request: Request) -> JSONResponse:
+    """``/v1/chatkit/threads/{thread_id}``: GET retrieves, DELETE deletes.
+
+    One route for both methods, so a wrong method's 405 names both in ``Allow``.
+    """
+    if request.method == "DELETE":
+        return await delete_thread(request)
+    return await retrieve_thread(request)
 
 
 async def list_thread_items(request: Request) -> JSONResponse:

@@ -127,6 +127,8 @@ def test_secret_in_an_unknown_url_is_not_echoed(live: Live, schemas: Schemas) ->
         ("DELETE", "/v1/chatkit/sessions/cksess_1/cancel", "POST"),
         ("POST", "/v1/chatkit/threads", "GET"),
         ("PUT", "/v1/chatkit/threads/cthr_1/items", "GET"),
+        ("PUT", "/v1/chatkit/threads/cthr_1", "DELETE, GET"),
+        ("PATCH", "/v1/chatkit/threads/cthr_1", "DELETE, GET"),
     ],
 )
 def test_wrong_method_is_405_with_allow(
