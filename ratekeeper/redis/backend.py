@@ -45,6 +45,7 @@ from ..types import (
     UploadDecision,
 )
 from ..window import unknown_decision
+from ._batch import AdmitBatcher
 from ._replies import US, snapshot, text
 from ._scripts import DRIVER_ERRORS, Client, ScriptRunner, wrap
 from ._sweep import SharedSweep
@@ -82,6 +83,8 @@ class RedisBackend:
         max_sessions: optional cap on active sessions; checked before each creation, so under
             concurrent creators it may be overshot by the number of concurrent creations.
         claim_lease_s: how long a sweeper's claim on a due session lasts if it dies mid-sweep.
+        pipeline_admissions: send the admissions of concurrent tasks together, one pipeline
+            per write (each is still one ``EVALSHA``); ``False`` sends each on its own.
         owns_client: close ``client`` in :meth:`aclose`.
 
     Use it from one asyncio event loop (redis-py's asyncio client does not run on trio). Not
@@ -98,6 +101,7 @@ class RedisBackend:
         expiry_shards: int = 16,
         max_sessions: int | None = None,
         claim_lease_s: float = 30.0,
+        pipeline_admissions: bool = True,
         owns_client: bool = False,
     ) -> None:
         if retention_s < 0:
@@ -122,6 +126,9 @@ class RedisBackend:
             self._runner, self.keys, self._retention_us, self._lease_us, self._margin_ms
         )
         self._admit_sha = self._scripts["admit"].sha
+        self._batcher = (
+            AdmitBatcher(self._runner, self._scripts["admit"]) if pipeline_admissions else None
+        )
         self._tag_open = key_prefix + ":{"
 
     @classmethod
@@ -295,14 +302,11 @@ class RedisBackend:
         sid, digest = _session_id(client_secret)
         tagged = self._tag_open + sid
         args = (2, tagged + "}:s", tagged + "}:w", self._now(), digest)
-        client = self._client
-        try:
-            try:
-                reply = await client.execute_command("EVALSHA", self._admit_sha, *args)
-            except NoScriptError:
-                reply = await client.execute_command("EVAL", self._scripts["admit"].source, *args)
-        except DRIVER_ERRORS as exc:
-            raise wrap(exc) from exc
+        batcher = self._batcher
+        if batcher is not None:
+            reply = await batcher.call(args)
+        else:
+            reply = await self._admit_direct(args)
         code = reply[0]
         if code == 1:
             return _new(Decision, (True, _ALLOWED, reply[1], reply[2], 0.0, WINDOW_S, sid))
@@ -315,6 +319,16 @@ class RedisBackend:
             return unknown_decision()
         reason = _EXPIRED if code == 3 else _CANCELLED
         return _new(Decision, (False, reason, reply[1], 0, INFINITY, 0.0, sid))
+
+    async def _admit_direct(self, args: tuple[Any, ...]) -> Any:
+        client = self._client
+        try:
+            try:
+                return await client.execute_command("EVALSHA", self._admit_sha, *args)
+            except NoScriptError:
+                return await client.execute_command("EVAL", self._scripts["admit"].source, *args)
+        except DRIVER_ERRORS as exc:
+            raise wrap(exc) from exc
 
     async def lookup(self, client_secret: str) -> Session | None:
         """Return the session behind ``client_secret`` as of now, without counting a request."""

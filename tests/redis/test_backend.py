@@ -332,3 +332,76 @@ def test_key_prefix_must_not_hold_braces() -> None:
     for bad in ("", "a{b", "a}b"):
         with pytest.raises(ValueError, match="prefix"):
             RedisBackend(client, key_prefix=bad)
+
+
+async def test_concurrent_admissions_share_writes(private_redis: RedisProcess) -> None:
+    """Admissions of concurrent tasks travel in pipelines: fewer writes than decisions."""
+    pool = redis.asyncio.ConnectionPool.from_url(
+        private_redis.url, connection_class=CountingConnection
+    )
+    backend = RedisBackend(redis.asyncio.Redis.from_pool(pool), owns_client=True)
+    try:
+        session = await backend.create_session("u", max_requests_per_1_minute=30)
+        secret = session.client_secret or ""
+        await backend.admit(secret)  # warm
+        CountingConnection.writes = 0
+        decisions = []
+
+        async def one() -> None:
+            decisions.append(await backend.admit(secret))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(60):
+                tg.start_soon(one)
+        assert sum(d.allowed for d in decisions) == 29
+        assert sorted(d.remaining for d in decisions if d.allowed) == list(range(29))
+        assert CountingConnection.writes < 60
+    finally:
+        await backend.aclose()
+
+
+async def test_pipelined_admissions_reload_scripts(private_redis: RedisProcess) -> None:
+    """A SCRIPT FLUSH before a burst: every pipelined admission still gets its decision."""
+    backend = RedisBackend.from_url(private_redis.url)
+    try:
+        session = await backend.create_session("u", max_requests_per_1_minute=20)
+        secret = session.client_secret or ""
+        await backend.client.script_flush()
+        decisions = []
+
+        async def one() -> None:
+            decisions.append(await backend.admit(secret))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(one)
+        assert sum(d.allowed for d in decisions) == 20
+        assert {d.reason for d in decisions} == {Reason.ALLOWED, Reason.RATE_LIMITED}
+    finally:
+        await backend.aclose()
+
+
+async def test_pipelined_admissions_all_fail_as_backend_errors(
+    private_redis: RedisProcess,
+) -> None:
+    """Redis gone under a burst: every waiting admission raises BackendError, none hangs."""
+    backend = RedisBackend.from_url(private_redis.url, socket_connect_timeout=0.5)
+    try:
+        session = await backend.create_session("u")
+        secret = session.client_secret or ""
+        private_redis.kill()
+        errors = []
+
+        async def one() -> None:
+            try:
+                await backend.admit(secret)
+            except BackendError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(30):
+                tg.start_soon(one)
+        assert len(errors) == 30
+        assert all(isinstance(e.__cause__, redis.RedisError) for e in errors)
+    finally:
+        await backend.aclose()
