@@ -8,8 +8,9 @@ Run against a local Redis (default ``redis://127.0.0.1:6379/0``, or ``--url`` / 
 Measured, in one run, for each contender and two workloads (``admit``: every request is
 admitted and recorded; ``over``: limit 10 per minute, hammered, so almost all are refused):
 
-* round trips per decision, counted on the server with ``MONITOR`` (top-level commands only;
-  a script's own calls are marked ``lua`` and not counted);
+* commands per decision, counted on the server with ``MONITOR`` (top-level commands only;
+  a script's own calls are marked ``lua`` and not counted), one request at a time, so each
+  command is also one round trip;
 * decisions/s in one process, one request at a time (so 1/throughput is the round-trip time)
   and with ``--concurrency`` requests in flight, with per-call latency p50/p99;
 * decisions/s summed over 1..N worker processes, each with ``--concurrency`` in flight.
@@ -19,6 +20,9 @@ Contenders, each through its public API:
 * ``ratekeeper``: ``RedisBackend.admit(secret)``: secret -> session lookup, status, expiry and
   the exact sliding window, all in one ``EVALSHA`` on Redis ``TIME``;
 * ``ratekeeper+gate``: the same through ``Gate.admit`` (adds the Prometheus counters);
+* ``ratekeeper-unpipelined``: ``RedisBackend(pipeline_admissions=False)``: every admission
+  is its own write, even when many are in flight (by default concurrent admissions share
+  writes; each is still one ``EVALSHA``);
 * ``limits-async``: limits 5.x ``limits.aio.strategies.MovingWindowRateLimiter`` over
   ``limits.aio.storage.RedisStorage("async+redis://…", implementation="redispy")``,
   ``hit(RateLimitItemPerMinute(limit), key)``: a rate limit only, no session;
@@ -67,11 +71,13 @@ def _percentile(samples: list[float], q: float) -> float:
 # -- contenders ----------------------------------------------------------------------------
 
 
-async def _make_ratekeeper(url: str, limit: int, gate: bool) -> tuple[Any, list[str], Any]:
+async def _make_ratekeeper(
+    url: str, limit: int, gate: bool, pipeline: bool = True
+) -> tuple[Any, list[str], Any]:
     from ratekeeper import Gate
     from ratekeeper.redis import RedisBackend
 
-    backend = RedisBackend.from_url(url, key_prefix=_OURS_PREFIX)
+    backend = RedisBackend.from_url(url, key_prefix=_OURS_PREFIX, pipeline_admissions=pipeline)
     secrets = []
     for _ in range(SESSIONS):
         session = await backend.create_session(
@@ -121,6 +127,9 @@ def _make_limits_sync(url: str, limit: int) -> tuple[Any, list[str], Any]:
 ASYNC_CONTENDERS: dict[str, Callable[[str, int], Awaitable[tuple[Any, list[str], Any]]]] = {
     "ratekeeper": lambda url, limit: _make_ratekeeper(url, limit, gate=False),
     "ratekeeper+gate": lambda url, limit: _make_ratekeeper(url, limit, gate=True),
+    "ratekeeper-unpipelined": lambda url, limit: _make_ratekeeper(
+        url, limit, gate=False, pipeline=False
+    ),
     "limits-async": _make_limits_async,
 }
 
@@ -208,12 +217,12 @@ def _count_round_trips(url: str, run: Callable[[], None]) -> int:
 
 
 def round_trips(url: str, calls: int = 200) -> None:
-    print(f"\n## Round trips per decision ({calls} decisions, warm, MONITOR)\n")
+    print(f"\n## Commands per decision ({calls} sequential decisions, warm, MONITOR)\n")
     print("| contender | workload | commands / decision |")
     print("|---|---|---|")
     for workload, limit in WORKLOADS.items():
         for name, make in ASYNC_CONTENDERS.items():
-            if name == "ratekeeper+gate":
+            if name not in ("ratekeeper", "limits-async"):
                 continue
 
             async def prepare(make: Any = make, limit: int = limit) -> tuple[Any, list[str], Any]:
