@@ -65,7 +65,7 @@ class EngineStatistics:
 
 
 class _Record:
-    """One session's mutable state. ``times[head:]`` are the admissions in the window."""
+    """One session's mutable state. ``times[head:]`` is its window (see :mod:`.window`)."""
 
     __slots__ = (
         "attributes",
