@@ -138,7 +138,8 @@ def test_wrong_method_is_405_with_allow(
     with live.http() as http:
         response = http.request(method, path)
     assert response.status_code == 405
-    assert allow in response.headers["allow"]
+    allowed = {method.strip() for method in response.headers["allow"].split(",")}
+    assert set(allow.split(", ")) <= allowed
     assert error_of(response, schemas)["code"] == "method_not_allowed"
 
 
