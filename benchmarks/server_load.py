@@ -15,6 +15,9 @@ Scenarios:
   through the REST surface is impossible (threads come from the protocol endpoint), so this one
   lists an empty user: routing, auth and the list envelope.
 
+Then the same four requests go straight into the ASGI app in this process (no sockets, no
+uvicorn): the service's own cost per request, Starlette included.
+
 Run: ``.venv/bin/python benchmarks/server_load.py`` (``--help`` for options; ``--backend
 redis://127.0.0.1:6379/0`` to measure on Redis).
 """
@@ -34,10 +37,11 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+T = TypeVar("T")
 API_KEY = "rk-benchmark-key"
 BETA = "chatkit_beta=v1"
 
@@ -128,7 +132,7 @@ async def run_scenario(
     return Result(name, len(latencies), time.perf_counter() - started, statuses, latencies)
 
 
-def _run(coro: Coroutine[Any, Any, Result]) -> Result:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when installed: the load generator must not be the bottleneck."""
     try:
         import uvloop
@@ -146,6 +150,64 @@ def _median(runs: list[Result]) -> Result:
         statuses.update(run.statuses)
         latencies.extend(run.latencies)
     return Result(middle.name, middle.requests, middle.seconds, statuses, latencies)
+
+
+async def in_process(rounds: int, calls: int) -> dict[str, float]:
+    """Microseconds per request through the full Starlette app, called directly (median)."""
+    from ratekeeper.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(api_keys=(API_KEY,)))
+    gate = app.state.ratekeeper.gate
+    session = await gate.create_session("bench", max_requests_per_1_minute=1_000_000_000)
+    auth = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"openai-beta", BETA.encode())]
+    create_body = b'{"user": "bench", "workflow": {"id": "wf_bench"}}'
+    cases = {
+        "healthz": ("GET", "/healthz", [], b""),
+        "admit": (
+            "POST",
+            "/ratekeeper/admit",
+            [(b"authorization", f"Bearer {session.client_secret}".encode())],
+            b"",
+        ),
+        "create": (
+            "POST",
+            "/v1/chatkit/sessions",
+            [*auth, (b"content-type", b"application/json")],
+            create_body,
+        ),
+        "list threads": ("GET", "/v1/chatkit/threads", auth, b""),
+    }
+
+    async def send(message: Any) -> None:
+        return None
+
+    medians = {}
+    for name, (method, path, headers, body) in cases.items():
+
+        async def receive(body: bytes = body) -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(calls):
+                scope = {
+                    "type": "http",
+                    "method": method,
+                    "path": path,
+                    "raw_path": path.encode(),
+                    "query_string": b"",
+                    "headers": headers,
+                    "http_version": "1.1",
+                    "scheme": "http",
+                    "server": ("127.0.0.1", 80),
+                    "client": ("127.0.0.1", 1),
+                    "root_path": "",
+                }
+                await app(scope, receive, send)
+            samples.append((time.perf_counter() - started) / calls * 1e6)
+        medians[name] = statistics.median(samples)
+    return medians
 
 
 def free_port() -> int:
@@ -266,6 +328,12 @@ def main() -> None:
         )
     base = results[0].rate
     print(f"\nadmit / healthz throughput: {results[1].rate / base:.2f}")
+    costs = _run(in_process(args.rounds, 5_000))
+    print("\nin process, straight into the ASGI app (median of rounds):\n")
+    print("| request | µs per request |")
+    print("|---|---:|")
+    for name, micros in costs.items():
+        print(f"| {name} | {micros:.1f} |")
     if args.json:
         print(
             json.dumps(
