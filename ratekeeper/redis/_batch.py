@@ -15,9 +15,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..errors import BackendError
 from ._scripts import DRIVER_ERRORS, Script, ScriptRunner, wrap
+
+# Transport failures: every call queued behind one would meet the same one, a timeout later.
+_TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 __all__ = ("AdmitBatcher",)
 
@@ -59,6 +65,10 @@ class AdmitBatcher:
                 return await self._runner.eval(
                     self._script, args[1 : 1 + args[0]], args[1 + args[0] :]
                 )
+            except BackendError as exc:
+                if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
+                    self._fail_queued(exc.__cause__)
+                raise
             finally:
                 self._busy = False
                 if self._queue:
@@ -103,6 +113,8 @@ class AdmitBatcher:
                 results = [exc]
         except DRIVER_ERRORS as exc:
             results = [exc] * len(batch)
+            if isinstance(exc, _TRANSPORT_ERRORS):
+                self._fail_queued(exc)
         except Exception as exc:  # a bug: hand it to every caller rather than hang them
             results = [exc] * len(batch)
         except BaseException:
@@ -123,6 +135,17 @@ class AdmitBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    def _fail_queued(self, cause: BaseException) -> None:
+        """Fail every queued call with ``cause``, wrapped, at once."""
+        # While Redis is unreachable or hung, waiting in line for one socket timeout after
+        # another would make a caller wait far longer than one timeout.
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                error = wrap(cause)
+                error.__cause__ = cause
+                future.set_exception(error)
 
     async def _reload(self, args: Sequence[Any]) -> Any:
         """Run one call through the runner, which sends the script's source after NOSCRIPT."""

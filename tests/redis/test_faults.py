@@ -115,10 +115,11 @@ async def test_hung_redis_times_out_to_503_then_recovers(private_redis: RedisPro
                     responses.append(await client.post("/ratekeeper/admit"))
 
                 async with anyio.create_task_group() as tg:
-                    for _ in range(4):
+                    for _ in range(12):
                         tg.start_soon(one)
             finally:
                 os.kill(pid, signal.SIGCONT)
+            assert len(responses) == 12
             for response in responses:
                 _assert_unavailable(response)
             assert (await client.post("/ratekeeper/admit")).status_code == 200
