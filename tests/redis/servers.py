@@ -41,6 +41,7 @@ __all__ = (
     "make_redis",
     "make_redis_cluster",
     "require_binary",
+    "scratch_prefix",
     "shared_cluster_url",
     "shared_redis_url",
 )
