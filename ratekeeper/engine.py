@@ -10,6 +10,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from sortedcontainers import SortedKeyList
@@ -35,6 +36,7 @@ _EXPIRED = SessionStatus.EXPIRED
 _CANCELLED = SessionStatus.CANCELLED
 _NO_ATTRIBUTES: Mapping[str, Any] = {}
 _BYTES_PER_MB = 1024 * 1024
+_new = tuple.__new__  # builds an Expired without NamedTuple's Python-level __new__
 
 
 class Expired(NamedTuple):
@@ -139,7 +141,11 @@ class Engine:
         # Active sessions ordered by monotonic deadline: O(log n) insert and removal.
         self._expiry: SortedKeyList = SortedKeyList(key=_deadline_of)
         # Ended sessions in the order they ended; monotonic time makes that purge order.
-        self._retired: deque[tuple[float, _Record]] = deque()
+        # Two parallel queues rather than one of (time, record) pairs: a pair per ended
+        # session is one more object for the cyclic GC to track and promote, and at a million
+        # sessions those promotions set off full collections in the middle of sweeps.
+        self._retired: deque[_Record] = deque()
+        self._purge_at: deque[float] = deque()
         self._cancelled = 0
 
     # -- creation -------------------------------------------------------------------------
@@ -269,8 +275,8 @@ class Engine:
         candidates = []
         if self._expiry:
             candidates.append(self._expiry[0].deadline)
-        if self._retired:
-            candidates.append(self._retired[0][0])
+        if self._purge_at:
+            candidates.append(self._purge_at[0])
         return min(candidates) if candidates else None
 
     def statistics(self) -> EngineStatistics:
@@ -293,17 +299,19 @@ class Engine:
         return record.status
 
     def _snapshot(self, record: _Record, now: float, secret: str | None = None) -> Session:
+        # Positional, in Session's field order: a quarter cheaper than keywords, and every
+        # create, get and sweep builds one (benchmarks/test_engine_bench.py).
         return Session(
-            id=record.id,
-            user=record.user,
-            status=self._status(record, now),
-            expires_at=record.expires_at,
-            created_at=record.created_at,
-            max_requests_per_1_minute=record.limit,
-            file_upload=record.file_upload,
-            history=record.history,
-            attributes=record.attributes,
-            client_secret=secret,
+            record.id,
+            record.user,
+            self._status(record, now),
+            record.expires_at,
+            record.created_at,
+            record.limit,
+            record.file_upload,
+            record.history,
+            record.attributes,
+            secret,
         )
 
     def _flip_due(self, now: float, max_items: int | None) -> list[Expired]:
@@ -313,27 +321,56 @@ class Engine:
             due = min(due, max_items)
         if due == 0:
             return []
-        records = list(expiry.islice(0, due))
-        del expiry[:due]
+        if due == len(expiry):
+            records = list(expiry)
+            expiry.clear()
+        else:
+            # Popping the front one at a time stays near 0.5 us a session at any batch size;
+            # del expiry[:due] matches it for small batches but, past the first sublist,
+            # rebuilds the positional index again and again and costs 2-3x as much
+            # (benchmarks/sweep_options.py, docs/benchmarks.md).
+            pop = expiry.pop
+            records = [pop(0) for _ in range(due)]
+        self._retired.extend(records)
+        self._purge_at.extend(repeat(now + self.retention_s, due))
         flipped = []
         for record in records:
             record.status = _EXPIRED
             record.times = None
-            self._retire(record, now)
-            flipped.append(Expired(self._snapshot(record, now), now - record.deadline))
+            snapshot = Session(
+                record.id,
+                record.user,
+                _EXPIRED,
+                record.expires_at,
+                record.created_at,
+                record.limit,
+                record.file_upload,
+                record.history,
+                record.attributes,
+            )
+            flipped.append(_new(Expired, (snapshot, now - record.deadline)))
+        self._bound_retired()
         return flipped
 
     def _retire(self, record: _Record, now: float) -> None:
-        retired = self._retired
-        retired.append((now + self.retention_s, record))
+        self._retired.append(record)
+        self._purge_at.append(now + self.retention_s)
+        self._bound_retired()
+
+    def _bound_retired(self) -> None:
         # Never hold more ended sessions than active ones may exist: bounded memory.
+        retired = self._retired
+        purge_at = self._purge_at
         while len(retired) > self.max_sessions:
-            self._forget(retired.popleft()[1])
+            purge_at.popleft()
+            self._forget(retired.popleft())
 
     def _purge(self, now: float) -> None:
         retired = self._retired
-        while retired and retired[0][0] <= now:
-            self._forget(retired.popleft()[1])
+        purge_at = self._purge_at
+        while purge_at and purge_at[0] <= now:
+            purge_at.popleft()
+            self._forget(retired.popleft())
 
     def _forget(self, record: _Record) -> None:
         del self._by_id[record.id]
