@@ -7,6 +7,7 @@ per operation; the rules themselves (:func:`decide`) take ``now`` as an argument
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ class _Record:
         self.limit = limit
         self.status = _ACTIVE
         # Allocated on the first admission, so idle sessions cost no window memory.
-        self.times: list[float] | None = None
+        self.times: array[float] | None = None
         self.head = 0
         self.files_used = 0
         self.expires_at = 0

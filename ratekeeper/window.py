@@ -8,12 +8,19 @@ The window of a session limited to ``N`` requests per minute is the half-open in
 at exactly ``t0 + 60``. The admissions still counting are kept, oldest first, in
 ``times[head:]``, each as the instant it stops counting (``t0 + 60``, added once when it is
 recorded rather than on every comparison). Each decision drops the ones that stopped counting
-by moving ``head`` (amortized O(1)); the list is compacted once half of it is stale, so it never
-holds more than about ``2 N`` entries and only grows as admissions are actually made.
+by moving ``head`` (amortized O(1)); the array is compacted once half of it is stale, so it
+never holds more than about ``2 N`` entries and only grows as admissions are actually made.
+
+``times`` is an ``array('d')``, not a list: its doubles sit unboxed in one buffer, 8 bytes
+each instead of a pointer plus a 24-byte float object. The window of a session that has used
+its 10 requests takes about half the memory of a list's, and with many sessions a decision
+touches fewer cache lines, which more than pays for boxing the value or two it reads
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+from array import array
 from typing import Protocol
 
 from .types import INFINITY, WINDOW_S, Decision, Reason, SessionStatus
@@ -42,7 +49,7 @@ class WindowState(Protocol):
     status: SessionStatus
     deadline: float
     limit: int
-    times: list[float] | None
+    times: array[float] | None
     head: int
 
 
@@ -69,7 +76,7 @@ def decide(state: WindowState, now: float) -> Decision:
     limit = state.limit
     times = state.times
     if times is None:
-        state.times = [now + WINDOW_S]
+        state.times = array("d", (now + WINDOW_S,))
         return _new(Decision, (True, _ALLOWED, limit, limit - 1, 0.0, WINDOW_S, state.id))
     head = state.head
     size = len(times)
