@@ -142,7 +142,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @rule(session=sessions, edge=st.sampled_from(["oldest", "newest", "expiry"]))
     def jump_to_boundary(self, session: ModelSession, edge: str) -> None:
-        """Move the clock to exactly where a decision changes for ``session``, if ahead."""
+        """Move the clock to exactly where a decision changes for ``session``, and admit there."""
         window = [t for t in session.admissions if t + WINDOW > self.model.now]
         targets = {
             "oldest": min(window) + WINDOW if window else None,
@@ -152,6 +152,8 @@ class BackendMachine(RuleBasedStateMachine):
         target = targets[edge]
         if target is not None and target > self.model.now:
             self.advance(target - self.model.now)
+        # Decide right on the boundary: that is where an off-by-one would show.
+        self.admit(session, 1)
 
     @rule()
     def sweep(self) -> None:
