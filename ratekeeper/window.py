@@ -12,10 +12,10 @@ by moving ``head`` (amortized O(1)); the array is compacted once half of it is s
 never holds more than about ``2 N`` entries and only grows as admissions are actually made.
 
 ``times`` is an ``array('d')``, not a list: its doubles sit unboxed in one buffer, 8 bytes
-each instead of a pointer plus a 24-byte float object. The window of a session that has used
-its 10 requests takes about half the memory of a list's, and with many sessions a decision
-touches fewer cache lines, which more than pays for boxing the value or two it reads
-(docs/benchmarks.md).
+each instead of a pointer plus a 24-byte float object. A session that has used its 10
+requests allocates 216 bytes of window instead of a list's 424, and over 100,000 sessions a
+decision touches fewer cache lines and runs about 10 % faster; one hot session pays about 8 %
+for boxing the values it reads (docs/benchmarks.md).
 """
 
 from __future__ import annotations
