@@ -101,6 +101,21 @@ def settings_from_args(
     return base.with_values(**changes)
 
 
+def workers_warning(workers: int) -> str:
+    """Return the start-up warning for ``workers`` processes sharing one Redis backend.
+
+    Sessions and their limits are shared through Redis, but threads, thread items and
+    attachments are still held in each worker's memory: a ChatKit front end whose requests land
+    on different workers would not find its threads.
+    """
+    return (
+        f"ratekeeper: {workers} workers share sessions and rate limits through Redis, but "
+        "threads, thread items and attachments (/v1/chatkit/threads, /chatkit) are kept in "
+        "each worker's memory; route each user to one worker (sticky sessions) or run "
+        "--workers 1 for the ChatKit endpoint."
+    )
+
+
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
@@ -132,6 +147,7 @@ def _serve(settings: ServerSettings) -> None:
         return
     # Fail here, once, rather than in every worker.
     backend_from_settings(settings)
+    print(workers_warning(settings.workers), file=sys.stderr, flush=True)
     os.environ.update(settings.to_env())
     uvicorn.run(
         "ratekeeper.server.app:app_from_env", factory=True, workers=settings.workers, **common

@@ -19,7 +19,7 @@ from ratekeeper.server import (
     app_from_env,
     backend_from_settings,
 )
-from ratekeeper.server.cli import build_parser, main, settings_from_args
+from ratekeeper.server.cli import build_parser, main, settings_from_args, workers_warning
 
 RATEKEEPER = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
 
@@ -125,6 +125,15 @@ def test_workers_on_memory_backend_exit_with_a_message() -> None:
     assert result.returncode == 2
     assert "needs a shared backend" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_several_workers_are_warned_that_threads_stay_per_worker() -> None:
+    """With Redis and several workers, the start-up warning names what is not shared."""
+    warning = workers_warning(4)
+    assert "4 workers" in warning
+    assert "threads" in warning
+    assert "attachments" in warning
+    assert "--workers 1" in warning
 
 
 def test_serve_generates_and_prints_a_key_once_then_accepts_it() -> None:
