@@ -173,13 +173,17 @@ class Engine:
         validate_limits(user, expires_after_s, max_requests_per_1_minute, file_upload, history)
         wall = self.clock.time()
         mono = self.clock.monotonic()
-        if len(self._expiry) >= self.max_sessions:
-            self._flip_due(mono, None)
-            if len(self._expiry) >= self.max_sessions:
-                raise CapacityExceeded(
-                    f"cannot create a session: {self.max_sessions} sessions are active "
-                    "(raise max_sessions, or cancel sessions)"
-                )
+        expiry = self._expiry
+        # Due sessions hold no capacity; they stay in the index for the sweep to flip and
+        # report (flipping them here would hide their expiry from metrics and callbacks).
+        active = len(expiry)
+        if active >= self.max_sessions and active - expiry.bisect_key_right(mono) >= (
+            self.max_sessions
+        ):
+            raise CapacityExceeded(
+                f"cannot create a session: {self.max_sessions} sessions are active "
+                "(raise max_sessions, or cancel sessions)"
+            )
         secret = new_client_secret()
         record = _Record(new_id("cksess"), secret_digest(secret), user, max_requests_per_1_minute)
         record.created_at = wall
@@ -191,7 +195,7 @@ class Engine:
             record.attributes = dict(attributes)
         self._by_id[record.id] = record
         self._by_digest[record.digest] = record
-        self._expiry.add(record)
+        expiry.add(record)
         return self._snapshot(record, mono, secret)
 
     # -- the hot path ---------------------------------------------------------------------

@@ -76,6 +76,15 @@ def test_capacity_frees_when_sessions_are_due(clock: ManualClock) -> None:
     assert engine.create_session("u").status is SessionStatus.ACTIVE
 
 
+def test_capacity_check_leaves_due_sessions_for_the_sweep(clock: ManualClock) -> None:
+    """A create at the cap does not flip due sessions itself: the sweep still reports them."""
+    engine = Engine(clock, max_sessions=1)
+    due = engine.create_session("u", expires_after_s=5)
+    clock.advance(5)
+    engine.create_session("u")
+    assert [e.session.id for e in engine.sweep()] == [due.id]
+
+
 def test_ended_sessions_retained_are_bounded_under_churn(clock: ManualClock) -> None:
     """No more ended sessions are kept than ``max_sessions``: memory stays bounded."""
     engine = Engine(clock, max_sessions=10, retention_s=3600)
