@@ -157,6 +157,10 @@ class Gate:
         # The sweeper's sleep: an event to cut it short and the loop time it sleeps until.
         self._wake: anyio.Event | None = None
         self._wake_at = math.inf
+        # Set when a session is created while the sweeper is awake (e.g. awaiting the backend's
+        # next deadline): the deadline it read may be later than the new one, so it must not
+        # sleep on it.
+        self._recheck = False
         self._sweeping = False
         self._task_group: TaskGroup | None = None
         # Hot-path lookups bound once.
@@ -304,6 +308,8 @@ class Gate:
             due = anyio.current_time() + max(0.0, session.expires_at - session.created_at)
             if due < self._wake_at:
                 wake.set()
+        elif self._sweeping:
+            self._recheck = True
         return session
 
     async def cancel(self, session_id: str) -> Session:
@@ -408,10 +414,11 @@ class Gate:
         try:
             idle = False
             while True:
+                self._recheck = False
                 delay = await self._time_to_sweep()
                 if idle and delay <= 0:
                     delay = _IDLE_RETRY_S
-                if delay > 0:
+                if delay > 0 and not self._recheck:
                     await self._sleep(delay)
                 flipped = await self._sweep_due()
                 if flipped < 0:  # the backend failed: back off

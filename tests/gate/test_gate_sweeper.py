@@ -66,6 +66,39 @@ async def test_an_earlier_deadline_wakes_the_sleeping_sweeper(engine: Engine) ->
     assert [round(t - start, 6) for t in flips] == [3.75, 599.75]
 
 
+async def test_a_session_created_while_the_sweeper_reads_the_backend_still_wakes_it(
+    engine: Engine,
+) -> None:
+    """A deadline made while the sweeper awaits the backend (a Redis round trip) is not lost."""
+
+    class Slow(MemoryBackend):
+        """Holds the first deadline reply in flight until told to deliver it (a test double)."""
+
+        def __init__(self, engine: Engine) -> None:
+            super().__init__(engine)
+            self.read = anyio.Event()
+            self.deliver = anyio.Event()
+
+        async def time_to_next_deadline(self) -> float | None:
+            remaining = await super().time_to_next_deadline()
+            if not self.read.is_set():
+                self.read.set()
+                await self.deliver.wait()
+            return remaining
+
+    backend = Slow(engine)
+    flips: list[float] = []
+    gate = Gate(backend, poll_interval_s=3600)
+    gate.on_expire(lambda item: flips.append(anyio.current_time()))
+    async with gate:
+        start = anyio.current_time()
+        await backend.read.wait()  # the sweeper has read "no deadline" and awaits the reply
+        await gate.create_session("u1", expires_after_s=3)
+        backend.deliver.set()
+        await anyio.sleep(10)
+    assert [round(t - start, 6) for t in flips] == [2.75]
+
+
 async def test_sessions_created_behind_the_gates_back_are_swept_within_the_poll_interval(
     engine: Engine,
 ) -> None:
