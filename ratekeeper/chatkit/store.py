@@ -20,6 +20,7 @@ from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMessageItem
 
 from .._secrets import new_id
+from ..errors import InvalidParameter
 from ..server.threads import UNSET, StoredItem, StoredThread, ThreadNotFound, ThreadStore
 from .context import ChatKitContext
 from .limits import page_after, recent_window, thread_title
@@ -52,6 +53,18 @@ def _item_id(item: ThreadItem) -> str:
 
 def _thread_id(thread: ThreadMetadata) -> str:
     return thread.id
+
+
+def _page_size(limit: int) -> int:
+    """Return a listing's ``limit``, refusing a negative one (a client's ``params.limit``)."""
+    if limit < 0:
+        raise InvalidParameter(
+            f"Invalid 'params.limit': integer below minimum value. Expected a value >= 0, but "
+            f"got {limit} instead.",
+            param="params.limit",
+            code="integer_below_min_value",
+        )
+    return limit
 
 
 class ThreadStoreAdapter(Store[ChatKitContext]):
@@ -142,7 +155,12 @@ class ThreadStoreAdapter(Store[ChatKitContext]):
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: ChatKitContext
     ) -> Page[ThreadMetadata]:
-        """Return a page of the user's threads, within ``history.recent_threads`` if set."""
+        """Return a page of the user's threads, within ``history.recent_threads`` if set.
+
+        Raises:
+            InvalidParameter: ``limit`` is negative.
+        """
+        limit = _page_size(limit)
         direction: Order = "asc" if order == "asc" else "desc"
         recent = context.history.recent_threads
         if recent is None:
@@ -175,8 +193,14 @@ class ThreadStoreAdapter(Store[ChatKitContext]):
         order: str,
         context: ChatKitContext,
     ) -> Page[ThreadItem]:
-        """Return a page of a thread's items (hidden ones included, in their place)."""
+        """Return a page of a thread's items (hidden ones included, in their place).
+
+        Raises:
+            NotFoundError: the thread is not the user's.
+            InvalidParameter: ``limit`` is negative.
+        """
         self._owned(thread_id, context)
+        limit = _page_size(limit)
         direction: Order = "asc" if order == "asc" else "desc"
         hidden = self._hidden.get(thread_id)
         if not hidden:

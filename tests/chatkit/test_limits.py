@@ -163,6 +163,22 @@ def test_bad_bodies_get_clear_errors_and_still_count(protocol: Protocol) -> None
     assert _error(unsupported.content)["code"] == "unsupported_operation"
 
 
+def test_a_negative_page_limit_is_a_400_not_a_500(protocol: Protocol) -> None:
+    """``params.limit`` below zero is refused on both listings, windowed by history or not."""
+    plain = protocol.mint()
+    windowed = protocol.mint(chatkit_configuration={"history": {"recent_threads": 2}})
+    thread_id, _ = protocol.create_thread(plain, "hi")
+    for session, type_, params in (
+        (plain, "items.list", {"thread_id": thread_id, "limit": -1}),
+        (plain, "threads.list", {"limit": -1}),
+        (windowed, "threads.list", {"limit": -1}),
+    ):
+        response = protocol.post(session.secret, type_, params)
+        assert response.status_code == 400, (type_, response.text)
+        error = _error(response.content)
+        assert (error["param"], error["code"]) == ("params.limit", "integer_below_min_value")
+
+
 # -- file_upload ----------------------------------------------------------------------------
 
 
