@@ -124,8 +124,17 @@ class MemoryAttachmentStore(AttachmentStore[ChatKitContext]):
         """Keep the bytes of a pending upload; the token is used up.
 
         Raises:
-            UploadRefused: more bytes than declared (413), or the store is full (507).
+            UploadRefused: the upload is no longer pending (404: another upload with the same
+                token finished first, or the attachment was deleted meanwhile), more bytes than
+                declared (413), or the store is full (507).
         """
+        if self._pending.get(upload.attachment_id) is not upload:
+            # Checked again here: the bytes were read between `pending()` and now.
+            raise UploadRefused(
+                404,
+                "upload_not_found",
+                "No upload is pending for this attachment, or its upload URL is not valid.",
+            )
         if len(data) > upload.size_bytes:
             raise UploadRefused(
                 413,

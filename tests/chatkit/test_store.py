@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from chatkit.store import NotFoundError
@@ -16,6 +17,7 @@ from chatkit.types import (
     Annotation,
     AssistantMessageContent,
     AssistantMessageItem,
+    AttachmentCreateParams,
     ClientToolCallItem,
     ClosedStatus,
     CustomTask,
@@ -42,7 +44,12 @@ from chatkit.types import (
 from chatkit.widgets import DynamicWidgetRoot
 
 from ratekeeper import FileUploadLimits, HistoryLimits, Session, SessionStatus
-from ratekeeper.chatkit import ChatKitContext, ThreadStoreAdapter
+from ratekeeper.chatkit import (
+    ChatKitContext,
+    MemoryAttachmentStore,
+    ThreadStoreAdapter,
+    UploadRefused,
+)
 from ratekeeper.server import ThreadStatus, ThreadStore, user_message
 from tests.server.conftest import Schemas
 
@@ -467,3 +474,33 @@ async def test_a_thread_deleted_through_rest_is_gone_for_the_protocol(
         await store.load_thread_items(thread_id, None, 10, "asc", ctx)
     with pytest.raises(NotFoundError):
         await store.load_item(thread_id, end.id, ctx)
+
+
+async def test_an_upload_finishing_after_another_or_after_delete_is_refused() -> None:
+    """Two uploads racing on one token, or a delete during an upload: 404, never a KeyError."""
+    attachments = MemoryAttachmentStore()
+    ctx = context("alice")
+    params = AttachmentCreateParams(name="a.txt", size=4, mime_type="text/plain")
+    created = await attachments.create_attachment(params, ctx)
+    assert created.upload_descriptor is not None
+    token = parse_qs(urlsplit(str(created.upload_descriptor.url)).query)["token"][0]
+    first = attachments.pending(created.id, token)
+    second = attachments.pending(created.id, token)  # read before the first one finished
+    assert first is not None
+    assert second is not None
+    attachments.accept(first, b"1234")
+    with pytest.raises(UploadRefused) as raced:
+        attachments.accept(second, b"5678")
+    assert (raced.value.status_code, raced.value.code) == (404, "upload_not_found")
+    assert await attachments.read(created.id, ctx) == b"1234"
+    assert attachments.total_bytes == 4
+
+    deleted = await attachments.create_attachment(params, ctx)
+    assert deleted.upload_descriptor is not None
+    token = parse_qs(urlsplit(str(deleted.upload_descriptor.url)).query)["token"][0]
+    pending = attachments.pending(deleted.id, token)
+    assert pending is not None
+    await attachments.delete_attachment(deleted.id, ctx)
+    with pytest.raises(UploadRefused):
+        attachments.accept(pending, b"1234")
+    assert attachments.total_bytes == 4
