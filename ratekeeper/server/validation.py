@@ -48,6 +48,10 @@ MAX_STATE_VARIABLE_STRING = 10_485_760
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
 MAX_USER_FILTER = 512
+#: Largest integer a count may be: the schema sets no maximum, but JSON clients (the ChatKit
+#: front end is JavaScript) and Redis's Lua lose precision beyond 2**53 - 1, and a limit that
+#: changes silently is worse than a clear 400 (RFC 7493, I-JSON, section 2.2).
+MAX_JSON_INT = 2**53 - 1
 
 _BODY_KEYS = ("workflow", "user", "expires_after", "rate_limits", "chatkit_configuration")
 _WORKFLOW_KEYS = ("id", "version", "state_variables", "tracing")
@@ -206,6 +210,7 @@ def parse_create_session(body: Any) -> CreateSessionRequest:
                 rate_limits["max_requests_per_1_minute"],
                 "rate_limits.max_requests_per_1_minute",
                 minimum=1,
+                maximum=MAX_JSON_INT,
             )
     titling, file_upload, history = _parse_configuration(body.get("chatkit_configuration", {}))
     return CreateSessionRequest(
@@ -311,7 +316,12 @@ def _parse_configuration(raw: Any) -> tuple[bool, FileUploadLimits, HistoryLimit
                 minimum=1,
                 maximum=MAX_FILE_SIZE_MB,
             ),
-            max_files=check_int(upload.get("max_files", 10), f"{path}.max_files", minimum=1),
+            max_files=check_int(
+                upload.get("max_files", 10),
+                f"{path}.max_files",
+                minimum=1,
+                maximum=MAX_JSON_INT,
+            ),
         )
     history = HistoryLimits()
     if "history" in config:
@@ -320,7 +330,12 @@ def _parse_configuration(raw: Any) -> tuple[bool, FileUploadLimits, HistoryLimit
         check_known(history_raw, path, ("enabled", "recent_threads"))
         recent = None
         if "recent_threads" in history_raw:
-            recent = check_int(history_raw["recent_threads"], f"{path}.recent_threads", minimum=1)
+            recent = check_int(
+                history_raw["recent_threads"],
+                f"{path}.recent_threads",
+                minimum=1,
+                maximum=MAX_JSON_INT,
+            )
         history = HistoryLimits(
             enabled=check_bool(history_raw.get("enabled", True), f"{path}.enabled"),
             recent_threads=recent,

@@ -166,6 +166,22 @@ BAD_BODIES: list[tuple[Any, str | None, str]] = [
         "invalid_type",
     ),
     (config(history={"keep": True}), "chatkit_configuration.history.keep", "unknown_parameter"),
+    # Beyond 2**53 - 1 a count would silently change in Redis's Lua and in JavaScript.
+    (
+        body(rate_limits={"max_requests_per_1_minute": 2**53}),
+        "rate_limits.max_requests_per_1_minute",
+        "integer_above_max_value",
+    ),
+    (
+        config(file_upload={"max_files": 10**30}),
+        "chatkit_configuration.file_upload.max_files",
+        "integer_above_max_value",
+    ),
+    (
+        config(history={"recent_threads": 2**63}),
+        "chatkit_configuration.history.recent_threads",
+        "integer_above_max_value",
+    ),
     (STALE_CURL_EXAMPLE, "scope", "unknown_parameter"),
 ]
 

@@ -100,6 +100,28 @@ def test_create_with_every_parameter_echoes_them_resolved(
     assert body["expires_at"] == session.expires_at
 
 
+def test_largest_json_safe_counts_are_accepted_and_enforced(live: Live, user: str) -> None:
+    """2**53 - 1 is the largest count accepted; admission reports it unchanged."""
+    largest = 2**53 - 1
+    with live.client() as client, live.http() as http:
+        session = client.beta.chatkit.sessions.create(
+            user=user,
+            workflow={"id": "wf"},
+            rate_limits={"max_requests_per_1_minute": largest},
+            chatkit_configuration={
+                "file_upload": {"max_files": largest},
+                "history": {"recent_threads": largest},
+            },
+        )
+        admitted = http.post(
+            "/ratekeeper/admit", headers={"Authorization": f"Bearer {session.client_secret}"}
+        )
+    assert session.max_requests_per_1_minute == largest
+    assert session.chatkit_configuration.file_upload.max_files == largest
+    assert session.chatkit_configuration.history.recent_threads == largest
+    assert admitted.json()["limit"] == largest
+
+
 def test_cancel_returns_the_full_session_cancelled_and_is_idempotent(
     live: Live, schemas: Schemas, user: str
 ) -> None:
