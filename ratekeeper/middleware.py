@@ -63,7 +63,8 @@ def _path_matcher(paths: Iterable[str] | Callable[[str], bool] | None) -> Callab
         return lambda path: True
     if callable(paths):
         return paths
-    prefixes = tuple(paths)
+    # A lone string is one prefix, not an iterable of one-character "paths".
+    prefixes = (paths,) if isinstance(paths, str) else tuple(paths)
     for prefix in prefixes:
         if not prefix.startswith("/"):
             raise ValueError(f"guarded paths start with '/': {prefix!r}")
@@ -83,9 +84,9 @@ class RatekeeperMiddleware:
     Args:
         app: the ASGI app to guard.
         gate: the gate that decides (its sweeper is run by whoever owns it).
-        paths: which request paths are guarded: ``None`` (every HTTP path), path prefixes
-            (``"/chatkit"`` guards ``/chatkit`` and everything under ``/chatkit/``), or a
-            function of the path.
+        paths: which request paths are guarded: ``None`` (every HTTP path), a path prefix or
+            several (``"/chatkit"`` guards ``/chatkit`` and everything under ``/chatkit/``),
+            or a function of the path.
         secret_from: how to find the client secret in the scope; by default the token of
             ``Authorization: Bearer <client_secret>``.
 

@@ -274,6 +274,28 @@ def test_guarded_paths_must_be_absolute(gate: Gate) -> None:
         RatekeeperMiddleware(PlainTextResponse("x"), gate=gate, paths=["v1"])
 
 
+async def test_a_single_path_string_guards_that_prefix(gate: Gate) -> None:
+    """``paths="/v1"`` means the one prefix, not the characters of the string."""
+    reached: list[str] = []
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    middleware = RatekeeperMiddleware(app, gate=gate, paths="/v1")
+    for path in ("/open", "/v1x", "/v1/echo"):
+        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+        await middleware(scope, receive, send)
+    assert reached == ["/open", "/v1x"]
+    assert sent[0]["status"] == 401
+
+
 def test_the_error_body_is_compact_json(gate: Gate) -> None:
     from ratekeeper.ratelimit_headers import missing_secret_verdict
 
