@@ -173,16 +173,32 @@ async def test_retention_purges_keys(redis_url: str, clock: ManualClock) -> None
 
 
 async def test_index_stays_bounded_without_any_sweeper(redis_url: str, clock: ManualClock) -> None:
-    """Entries older than deadline + retention are dropped by later creations."""
+    """Entries older than deadline + retention + TTL margin are dropped by later creations."""
     backend = ScratchRedisBackend.from_url(
         redis_url, clock=clock, key_prefix=scratch_prefix(), retention_s=10, expiry_shards=1
     )
     try:
         for _ in range(3):
             await backend.create_session("u", expires_after_s=1)
-        clock.advance(12)
+        clock.advance(1 + 10 + 600 + 1)  # an injected clock's TTL margin is 600 s
         await backend.create_session("u", expires_after_s=1)
         assert (await backend.statistics()).active == 1
+    finally:
+        await backend.aclose()
+
+
+async def test_a_creation_keeps_due_entries_the_sweep_still_owes(
+    redis_url: str, clock: ManualClock
+) -> None:
+    """With retention 0, a creation right after a deadline leaves that expiry to the sweep."""
+    backend = ScratchRedisBackend.from_url(
+        redis_url, clock=clock, key_prefix=scratch_prefix(), retention_s=0, expiry_shards=1
+    )
+    try:
+        due = await backend.create_session("u", expires_after_s=1)
+        clock.advance(1.5)  # due, its keys still alive: the sweeper has yet to run
+        await backend.create_session("u")
+        assert [item.session.id for item in await backend.sweep(10)] == [due.id]
     finally:
         await backend.aclose()
 
