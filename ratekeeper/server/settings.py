@@ -9,6 +9,7 @@ A flag beats its environment variable, which beats the default.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -17,6 +18,8 @@ __all__ = ("SETTINGS", "ServerSettings", "Setting", "SettingsError", "parse_bool
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+# redis-py also reads a password from the query string (unix:///path?password=...).
+_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -66,11 +69,27 @@ def _log_level(text: str) -> str:
     return value
 
 
+def _hide_password(url: str) -> str:
+    """Return ``url`` with its password (``user:password@``, ``?password=``) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:***@{host}"
+    path = _PASSWORD_QUERY.sub(r"\1***", path)
+    return f"{scheme}://{authority}{path}"
+
+
 def _backend(text: str) -> str:
     value = text.strip()
     if value == "memory" or value.startswith(("redis://", "rediss://", "unix://")):
         return value
-    raise ValueError(f"expected 'memory' or a redis://, rediss:// or unix:// URL, got {value!r}")
+    raise ValueError(
+        f"expected 'memory' or a redis://, rediss:// or unix:// URL, got {_hide_password(value)!r}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +260,12 @@ class ServerSettings:
         return self.backend == "memory"
 
     def __repr__(self) -> str:
-        # Keys are secrets: show how many, never which.
+        # Keys and the Redis URL's password are secrets: show how many keys, never which.
         shown = ", ".join(
             f"{f.name}=<{len(self.api_keys)} key(s)>"
             if f.name == "api_keys"
+            else f"backend={_hide_password(self.backend)!r}"
+            if f.name == "backend"
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
         )

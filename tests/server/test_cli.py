@@ -105,6 +105,29 @@ def test_api_keys_never_appear_in_errors_or_repr() -> None:
     assert "<1 key(s)>" in repr(ServerSettings(api_keys=("rk-secret",)))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@127.0.0.1:6379/0",
+        "rediss://default:hunter2@cache.internal/1",
+        "unix:///run/redis.sock?db=0&password=hunter2",
+    ],
+)
+def test_redis_password_never_appears_in_repr(url: str) -> None:
+    """The backend URL's password is a secret too: repr shows the URL without it."""
+    shown = repr(ServerSettings(backend=url))
+    assert "hunter2" not in shown
+    assert "***" in shown
+
+
+def test_redis_password_never_appears_in_a_backend_error() -> None:
+    """A mistyped URL scheme is refused without echoing the password it carries."""
+    with pytest.raises(SettingsError, match="RATEKEEPER_BACKEND") as caught:
+        parse(["--backend", "redis+tls://:hunter2@cache.internal:6379/0"])
+    assert "hunter2" not in str(caught.value)
+    assert "cache.internal" in str(caught.value)
+
+
 def test_key_with_secret_prefix_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """An API key must not look like a client secret (ek_…)."""
     assert main(["serve", "--api-key", "ek_looks_like_a_secret", "--port", "0"]) == 2
