@@ -112,11 +112,13 @@ def upload_refusal(
             code="file_upload_disabled",
         )
     if reason == "file_too_large":
+        # Bytes too: just over the limit, both sides round to the same megabytes.
         size_mb = size_bytes / _BYTES_PER_MB
+        max_bytes = limits.max_file_size * _BYTES_PER_MB
         return ChatKitLimitError(
-            f"File too large: {size_mb:.2f} MB is more than this session's limit of "
-            f"{limits.max_file_size} MB per file (chatkit_configuration.file_upload."
-            "max_file_size).",
+            f"File too large: {size_bytes} bytes ({size_mb:.2f} MB) is more than this "
+            f"session's limit of {limits.max_file_size} MB ({max_bytes} bytes) per file "
+            "(chatkit_configuration.file_upload.max_file_size).",
             status_code=413,
             code="file_too_large",
             param="params.size",

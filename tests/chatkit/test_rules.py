@@ -127,6 +127,18 @@ def test_too_large_message_names_sizes() -> None:
     assert refusal.param == "params.size"
 
 
+def test_too_large_message_just_over_the_limit_names_the_bytes() -> None:
+    """One byte over 1 MB must not read as "1.00 MB is more than 1 MB"."""
+    refusal = upload_refusal(
+        UploadDecision(False, "file_too_large", 0, 10),
+        1024 * 1024 + 1,
+        FileUploadLimits(enabled=True, max_file_size=1),
+    )
+    assert refusal is not None
+    assert "1048577 bytes" in refusal.message
+    assert "(1048576 bytes)" in refusal.message
+
+
 def test_limit_error_is_both_a_ratekeeper_error_and_a_chatkit_stream_error() -> None:
     error = ChatKitLimitError("nope", status_code=403, code="x", param="p")
     assert isinstance(error, CustomStreamError)
