@@ -292,7 +292,7 @@ class ChatKitEndpoint:
         if isinstance(request, AttachmentsCreateReq):
             size = request.params.size
             check_upload_size(size)
-            decision = await self.gate.backend.reserve_upload(context.session_id, size)
+            decision = await self.gate.reserve_upload(context.session_id, size)
             refusal = upload_refusal(decision, size, context.file_upload)
             if refusal is not None:
                 raise refusal
@@ -327,6 +327,8 @@ class ChatKitEndpoint:
             )
         if isinstance(exc, BackendError):
             return _unavailable(headers)
+        if isinstance(exc, SessionNotFound):  # purged between admission and reserve_upload
+            return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
         _logger.error("ChatKit request failed: %s", type(exc).__name__, exc_info=exc)
         return _error(
             500,

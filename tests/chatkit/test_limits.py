@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 
-from tests.server.conftest import Live
+import pytest
+
+from ratekeeper import Engine, ManualClock, MemoryBackend, UploadDecision
+from ratekeeper.errors import BackendError, SessionNotFound
+from ratekeeper.server import ServerSettings, ThreadStore, create_app
+from tests.server.conftest import API_KEY, Live, serve
 
 from .conftest import Protocol, user_input
 
@@ -355,3 +360,44 @@ def test_protocol_requests_show_in_the_metrics(clocked: Live, clocked_protocol: 
     assert samples["ratekeeper_sessions_created_total"] == 1
     assert samples["ratekeeper_sessions_cancelled_total"] == 1
     assert session.secret not in text
+
+
+class _UploadFailingBackend(MemoryBackend):
+    """A memory backend whose upload count fails (the store is down, or lost the session)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(Engine(ManualClock(start=1_700_000_000.0)))
+        self.error = error
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (BackendError("redis down"), 503, "backend_unavailable"),
+        (SessionNotFound("cksess_gone"), 401, "invalid_client_secret"),
+    ],
+)
+def test_a_failing_upload_count_is_answered_and_counted(
+    error: Exception, status: int, code: str
+) -> None:
+    """attachments.create when reserve_upload fails: 503 or 401, never a 500; errors metered."""
+    app = create_app(
+        ServerSettings(api_keys=(API_KEY,)),
+        backend=_UploadFailingBackend(error),
+        threads=ThreadStore(),
+    )
+    with serve(app) as url:
+        protocol = Protocol(Live(url, app))
+        try:
+            session = protocol.mint(chatkit_configuration={"file_upload": {"enabled": True}})
+            status_code, body = _create(protocol, session.secret, 10)
+            metrics = protocol.http.get("/metrics").text
+        finally:
+            protocol.close()
+    assert (status_code, _error(json.dumps(body))["code"]) == (status, code)
+    expected = 1.0 if isinstance(error, BackendError) else 0.0
+    line = 'ratekeeper_backend_errors_total{operation="reserve_upload"} '
+    assert f"{line}{expected}" in metrics
