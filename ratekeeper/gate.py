@@ -431,10 +431,15 @@ class Gate:
 
     async def _time_to_sweep(self) -> float:
         backend = self.backend
-        try:
-            if not isinstance(backend, MemoryBackend):
-                # Shared backends: refresh the sessions gauge once per sweeper turn.
+        if not isinstance(backend, MemoryBackend):
+            # Shared backends: refresh the sessions gauge once per sweeper turn. Only the gauge
+            # needs it, so its failure must not hold up expiry.
+            try:
                 self._statistics = await backend.statistics()
+            except BackendError:
+                self.metrics.backend_error["statistics"].inc()
+                _logger.warning("ratekeeper sweeper: could not read statistics", exc_info=True)
+        try:
             remaining = await backend.time_to_next_deadline()
         except BackendError:
             self.metrics.backend_error["sweep"].inc()

@@ -234,6 +234,23 @@ async def test_the_sweeper_survives_backend_failures_and_resumes(engine: Engine)
     assert count(gate, "ratekeeper_sessions_expired_total") == 1
 
 
+async def test_failing_statistics_do_not_hold_up_expiry(failing_backend: Any) -> None:
+    """On a shared backend the sweeper reads statistics for the gauge; their failure is theirs."""
+
+    async def broken() -> Any:
+        raise BackendError("statistics unavailable")
+
+    failing_backend.failing = False
+    failing_backend.statistics = broken
+    gate = Gate(failing_backend, poll_interval_s=3600)
+    async with gate:
+        await gate.create_session("u1", expires_after_s=2)
+        await anyio.sleep(3)
+    assert count(gate, "ratekeeper_sessions_expired_total") == 1
+    assert count(gate, "ratekeeper_backend_errors_total", operation="statistics") >= 1
+    assert count(gate, "ratekeeper_backend_errors_total", operation="sweep") == 0
+
+
 async def test_an_error_in_the_block_comes_out_unwrapped(engine: Engine) -> None:
     with pytest.raises(KeyError, match="mine"):
         async with Gate(engine):
