@@ -27,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._params import validate_limits
 from .._secrets import new_client_secret, secret_digest
@@ -63,6 +64,20 @@ _TTL_MARGIN_MS = 1_000
 # With an injected clock the logical time need not follow real time; a wide margin keeps a
 # slow test run from losing keys that the injected clock still considers alive.
 _INJECTED_TTL_MARGIN_MS = 600_000
+
+
+class _ClusterClient(RedisCluster):
+    """redis-py's cluster client without its retry after a timeout, as on a single server.
+
+    A timed-out command may already have run (an admission counted): retrying it could count
+    it twice, and would make the caller wait for a second timeout. Connection errors and
+    topology changes are still retried once. Not thread-safe, like its base.
+    """
+
+    # The base declares exactly its four error types; this is the same tuple minus one.
+    ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
+        error for error in RedisCluster.ERRORS_ALLOW_RETRY if error is not RedisTimeoutError
+    )
 
 
 def _session_id(client_secret: str) -> tuple[str, bytes]:
@@ -170,7 +185,7 @@ class RedisBackend:
         }
         client: Client
         if cluster:
-            client = RedisCluster.from_url(url, **settings)
+            client = _ClusterClient.from_url(url, **settings)
         else:
             client = Redis.from_url(url, **settings)
         return cls(client, clock=clock, owns_client=True, **options)

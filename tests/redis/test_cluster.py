@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from ratekeeper import ManualClock, Reason
+from ratekeeper import BackendError, ManualClock, Reason
 from ratekeeper.redis import RedisBackend
 
 from .servers import ScratchRedisBackend, scratch_prefix, shared_cluster_url
@@ -79,3 +80,31 @@ async def test_scripts_reload_on_every_node_after_script_flush(
     await client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
     flipped = await cluster_backend.sweep(100)
     assert sorted(item.session.id for item in flipped) == sorted(s.id for s in sessions)
+
+
+async def test_a_timed_out_command_is_not_retried() -> None:
+    """A node that holds a command past socket_timeout fails it once, as on a single server.
+
+    redis-py's cluster client would retry it after re-reading the topology: the admission
+    may already have been counted, and the caller would wait twice the timeout.
+    """
+    backend = ScratchRedisBackend.from_url(
+        shared_cluster_url(), cluster=True, key_prefix=scratch_prefix(), socket_timeout=0.4
+    )
+    try:
+        session = await backend.create_session("u")
+        client = backend.client
+        assert isinstance(client, RedisCluster)
+        node = client.get_node_from_key(backend.keys.session(session.id)[0])
+        assert node is not None
+        pauser: redis.asyncio.Redis = redis.asyncio.Redis(host=node.host, port=node.port)
+        try:
+            # Writes wait 0.6 s on that node: past one timeout, within a retry's.
+            await pauser.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+            with pytest.raises(BackendError):
+                await backend.admit(session.client_secret or "")
+        finally:
+            await pauser.execute_command("CLIENT", "UNPAUSE")
+            await pauser.aclose()
+    finally:
+        await backend.aclose()
