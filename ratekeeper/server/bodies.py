@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .responses import ApiError
 from .validation import parse_json
@@ -16,7 +16,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     """Return the request's JSON body, refusing what is not JSON or is larger than allowed.
 
     Raises:
-        ApiError: 415 for a non-JSON content type, 413 for a body over ``max_bytes``.
+        ApiError: 415 for a non-JSON content type, 413 for a body over ``max_bytes``, 400
+            ``client_disconnected`` when the client hangs up before the body is complete.
         InvalidParameter: the body is empty or not valid JSON (400 ``invalid_json``).
     """
     content_type = request.headers.get("content-type")
@@ -36,11 +37,20 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise _too_large(max_bytes)
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody will read this answer; it only keeps a client's hang-up from being logged
+        # as "Exception in ASGI application" and answered as a 500.
+        raise ApiError(
+            400,
+            "The client closed the connection before the request body was complete.",
+            code="client_disconnected",
+        ) from None
     return parse_json(b"".join(chunks))
 
 

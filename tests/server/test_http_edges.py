@@ -102,6 +102,46 @@ def test_chunked_body_over_the_limit_is_413(live: Live, schemas: Schemas) -> Non
     assert error_of(response, schemas)["code"] == "request_too_large"
 
 
+@pytest.mark.anyio
+async def test_client_hanging_up_mid_body_is_not_a_server_error(anyio_backend: str) -> None:
+    """A client gone before its body is complete gets a 4xx, not an exception and a 500.
+
+    Driven through the ASGI interface directly: over a socket, when the server notices the
+    hang-up is a matter of timing, and a test must not sleep to find out.
+    """
+    app = create_app(ServerSettings(api_keys=(API_KEY,)))
+    incoming = [
+        {"type": "http.request", "body": b'{"user": "u", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = {"authorization": f"Bearer {API_KEY}", **JSON, **BETA, "content-length": "64"}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chatkit/sessions",
+        "raw_path": b"/v1/chatkit/sessions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)  # raised ClientDisconnect before the fix
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 400
+
+
 def test_unknown_route_is_404_json(live: Live, schemas: Schemas) -> None:
     """Unknown URLs answer like OpenAI's 'Invalid URL' error."""
     with live.http() as http:
