@@ -38,6 +38,7 @@ from chatkit.types import (
 )
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -400,6 +401,8 @@ class ChatKitEndpoint:
                 data = await upload.read(pending.size_bytes + 1)
         except (MultiPartException, ClientDisconnect) as exc:
             return _error(400, f"Malformed upload: {str(exc)[:200]}", "invalid_upload")
+        except HTTPException as exc:  # Starlette re-raises a MultiPartException as this
+            return _error(400, f"Malformed upload: {str(exc.detail)[:200]}", "invalid_upload")
         try:
             self.attachments.accept(pending, data)
         except UploadRefused as exc:

@@ -247,6 +247,11 @@ def test_upload_of_more_bytes_than_declared_is_refused(protocol: Protocol) -> No
         url.split("?")[0] + "?token=nope", files={"file": ("f.bin", b"1234", "a/b")}
     )
     assert wrong_token.status_code == 404
+    two_files = protocol.http.post(
+        url, files=[("file", ("a.bin", b"12", "a/b")), ("file", ("b.bin", b"34", "a/b"))]
+    )
+    assert two_files.status_code == 400
+    assert _error(two_files.content)["code"] == "invalid_upload"
     accepted = protocol.http.post(url, files={"file": ("f.bin", b"1234", "a/b")})
     assert accepted.status_code == 200
 
