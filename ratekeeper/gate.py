@@ -505,7 +505,15 @@ class Gate:
                     )
 
     async def __aenter__(self) -> Gate:
-        """Start the sweeper in a task group that lives as long as the ``async with`` block."""
+        """Start the sweeper in a task group that lives as long as the ``async with`` block.
+
+        Raises:
+            RuntimeError: this gate's sweeper is already running.
+        """
+        if self._sweeping:
+            # Checked here too: raised from inside the task group, it would come out wrapped
+            # in an ExceptionGroup.
+            raise RuntimeError("this gate's sweeper is already running")
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:

@@ -168,6 +168,17 @@ async def test_a_second_sweeper_on_one_gate_is_refused(engine: Engine) -> None:
             await gate.run_sweeper()
 
 
+async def test_entering_a_gate_whose_sweeper_runs_raises_runtime_error_unwrapped(
+    engine: Engine,
+) -> None:
+    gate = Gate(engine)
+    async with gate:
+        with pytest.raises(RuntimeError, match="already running"):
+            async with gate:
+                pass
+        assert gate._sweeping  # the first sweeper is untouched
+
+
 async def test_sync_and_async_callbacks_both_run(engine: Engine) -> None:
     seen: list[str] = []
     gate = Gate(engine)
