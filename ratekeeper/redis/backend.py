@@ -89,7 +89,9 @@ class RedisBackend:
     """Sessions and exact per-session sliding windows in Redis, behind the ``Backend`` protocol.
 
     Args:
-        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` client.
+        client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster`` client;
+            give it a ``socket_timeout`` (redis-py has none by default), or a hung Redis
+            hangs every call instead of raising ``BackendError``.
         clock: ``None`` (default) uses Redis ``TIME`` inside every script; a clock is read by
             the backend and passed in instead (for tests: a ``ManualClock``).
         key_prefix: first segment of every key; distinct prefixes share a server safely.
@@ -170,7 +172,8 @@ class RedisBackend:
             client_options: more keyword arguments for redis-py's ``from_url`` (e.g.
                 ``max_connections``, ``ssl_ca_certs``, ``health_check_interval``).
             **options: the backend's keyword arguments (``key_prefix``, ``retention_s``,
-                ``expiry_shards``, ``max_sessions``, ``claim_lease_s``).
+                ``expiry_shards``, ``max_sessions``, ``claim_lease_s``,
+                ``pipeline_admissions``).
 
         No I/O happens until the first call.
         """
