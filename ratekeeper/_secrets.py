@@ -28,4 +28,6 @@ def new_client_secret() -> str:
 
 def secret_digest(client_secret: str) -> bytes:
     """Return the SHA-256 digest under which a secret is stored and looked up."""
-    return _sha256(client_secret.encode()).digest()
+    # "surrogatepass": a lone surrogate (possible in a JSON string) must hash to an unknown
+    # secret, not raise; for every valid secret the bytes are plain UTF-8.
+    return _sha256(client_secret.encode("utf-8", "surrogatepass")).digest()

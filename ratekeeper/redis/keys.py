@@ -33,7 +33,11 @@ def session_id_for(client_secret: str) -> str:
     """Return the id of the session a secret belongs to (whether or not it exists)."""
     return (
         "cksess_"
-        + _blake2b(client_secret.encode(), digest_size=16, person=b"ratekeeper.sid").hexdigest()
+        + _blake2b(
+            client_secret.encode("utf-8", "surrogatepass"),  # never raises, like secret_digest
+            digest_size=16,
+            person=b"ratekeeper.sid",
+        ).hexdigest()
     )
 
 

@@ -110,6 +110,14 @@ def test_unknown_secret(harness: Harness) -> None:
     assert decision.session_id is None
 
 
+@pytest.mark.parametrize("secret", ["", "ek_\ud800", "ek_\x00", "ek_" + "x" * 10_000])
+def test_malformed_secrets_are_unknown_not_errors(harness: Harness, secret: str) -> None:
+    """Empty, unencodable, NUL-bearing or huge secrets are refused as unknown, never raise."""
+    harness.create()
+    assert harness.admit(secret).reason == Reason.UNKNOWN_SESSION
+    assert harness.call(harness.backend.lookup, secret) is None
+
+
 def test_sessions_do_not_share_windows(harness: Harness) -> None:
     """Each session has its own window."""
     one = harness.create(max_requests_per_1_minute=1)
