@@ -253,10 +253,17 @@ class Gate:
                 that returns the secret.
 
         Raises:
-            TypeError: at decoration, if the handler has no parameter of that name.
+            TypeError: ``secret_arg`` is a coroutine function (``@gate.guard`` written without
+                parentheses); at decoration, if the handler has no parameter of that name.
 
         The wrapped handler raises what :meth:`admit_or_raise` raises when refused.
         """
+        if inspect.iscoroutinefunction(secret_arg):
+            # The extractor is sync; an async function here is the handler itself.
+            raise TypeError(
+                "guard() takes the secret's parameter name or a sync extractor, not the "
+                "handler: write @gate.guard() with parentheses"
+            )
 
         def decorate(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             extract = _secret_extractor(handler, secret_arg)

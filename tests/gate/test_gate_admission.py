@@ -132,6 +132,16 @@ async def test_guard_accepts_a_callable_extractor(gate: Gate) -> None:
     assert len(calls) == 1
 
 
+def test_guard_without_parentheses_fails_at_decoration(gate: Gate) -> None:
+    """``@gate.guard`` (no call) would hand the handler over as the secret extractor."""
+
+    async def handler(client_secret: str) -> str:
+        return client_secret
+
+    with pytest.raises(TypeError, match=r"@gate.guard\(\)"):
+        gate.guard(handler)
+
+
 def test_guard_refuses_a_handler_without_the_named_parameter(gate: Gate) -> None:
     async def handler(payload: str) -> str:
         return payload
