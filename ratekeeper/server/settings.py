@@ -55,11 +55,19 @@ def _port(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"expected a number >= 0, got {text!r}")
+#: Longest ``retention_s`` accepted (10 years): far beyond any use, and far inside what
+#: Redis's expiry times can hold (``1e20`` seconds made every creation fail there).
+MAX_RETENTION_S = 315_360_000.0
+
+
+def _check_retention(value: float) -> float:
+    if not 0 <= value <= MAX_RETENTION_S:  # also refuses NaN
+        raise ValueError(f"expected seconds from 0 to {MAX_RETENTION_S:.0f}, got {value!r}")
     return value
+
+
+def _retention(text: str) -> float:
+    return _check_retention(float(text))
 
 
 def _log_level(text: str) -> str:
@@ -195,9 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
         "retention_s",
         "--retention",
         "RATEKEEPER_RETENTION_S",
-        _non_negative_float,
+        _retention,
         "Seconds an expired or cancelled session is remembered (so a late request or cancel "
-        "learns 'expired'/'cancelled' rather than 'not found').",
+        "learns 'expired'/'cancelled' rather than 'not found'); 0 to 315360000 (10 years).",
         metavar="SECONDS",
     ),
     Setting(
@@ -311,8 +319,8 @@ class ServerSettings:
         """Return ``self`` if the settings are consistent.
 
         Raises:
-            SettingsError: several workers on the in-memory backend, or a cluster flag
-                without a Redis URL.
+            SettingsError: several workers on the in-memory backend, a cluster flag
+                without a Redis URL, or a retention that is not 0..MAX_RETENTION_S seconds.
         """
         if self.workers > 1 and self.uses_memory:
             raise SettingsError(
@@ -322,6 +330,10 @@ class ServerSettings:
             )
         if self.redis_cluster and self.uses_memory:
             raise SettingsError("--redis-cluster needs --backend with a Redis URL")
+        try:
+            _check_retention(self.retention_s)
+        except ValueError as exc:
+            raise SettingsError(f"invalid retention_s / --retention: {exc}") from None
         return self
 
 

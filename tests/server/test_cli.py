@@ -89,6 +89,11 @@ def test_settings_round_trip_through_the_environment() -> None:
         (["--workers", "2"], {}, "needs a shared backend"),
         (["--redis-cluster"], {}, "--redis-cluster needs"),
         (["--log-level", "loud"], {}, "RATEKEEPER_LOG_LEVEL"),
+        # Not finite, or past what Redis expiry times hold: refused at start, not per request.
+        (["--retention", "inf"], {}, "RATEKEEPER_RETENTION_S"),
+        (["--retention", "nan"], {}, "RATEKEEPER_RETENTION_S"),
+        ([], {"RATEKEEPER_RETENTION_S": "1e20"}, "RATEKEEPER_RETENTION_S"),
+        (["--retention", "-1"], {}, "RATEKEEPER_RETENTION_S"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(
@@ -97,6 +102,12 @@ def test_bad_settings_are_refused_with_a_clear_message(
     """Malformed or contradictory settings raise SettingsError naming the setting."""
     with pytest.raises(SettingsError, match=message):
         parse(argv, env)
+
+
+def test_settings_built_in_python_are_checked_for_retention_too() -> None:
+    """create_app refuses an infinite retention (it crashed the Redis backend at start)."""
+    with pytest.raises(SettingsError, match="retention"):
+        ServerSettings(retention_s=float("inf")).checked()
 
 
 def test_api_keys_never_appear_in_errors_or_repr() -> None:
