@@ -16,7 +16,6 @@ Routes::
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -34,7 +33,7 @@ from ..backend import Backend, MemoryBackend
 from ..engine import Engine
 from ..gate import Gate
 from .admission import admit
-from .auth import ApiKeys, new_api_key
+from .auth import ApiKeys, announce_generated_key, new_api_key
 from .context import ServiceContext
 from .middleware import RequestIdMiddleware
 from .responses import exception_handlers
@@ -88,15 +87,6 @@ def backend_from_settings(settings: ServerSettings) -> Backend:
     return backend
 
 
-def _announce_key(key: str) -> None:
-    print(
-        "ratekeeper: no API key configured (--api-key / RATEKEEPER_API_KEYS); generated one "
-        f"for this run:\n\n    {key}\n\nSend it as 'Authorization: Bearer <key>'.",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 class _Asgi:
     """Lets a plain ASGI callable be a :class:`Route` endpoint (not a request handler).
 
@@ -119,7 +109,7 @@ def create_app(
     backend: Backend | Engine | None = None,
     threads: ThreadStore | None = None,
     registry: CollectorRegistry | None = None,
-    announce_key: Callable[[str], None] = _announce_key,
+    announce_key: Callable[[str], None] = announce_generated_key,
     chatkit_server_factory: ServerFactory | None = None,
 ) -> Starlette:
     """Build the service.

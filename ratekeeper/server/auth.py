@@ -9,13 +9,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sys
 from collections.abc import Iterable
 
 from starlette.requests import Request
 
 from .responses import ApiError
 
-__all__ = ("BETA_HEADER_VALUE", "ApiKeys", "bearer_token", "check_beta", "new_api_key")
+__all__ = (
+    "BETA_HEADER_VALUE",
+    "ApiKeys",
+    "announce_generated_key",
+    "bearer_token",
+    "check_beta",
+    "new_api_key",
+)
 
 #: The ``OpenAI-Beta`` token every ChatKit REST request carries (the SDKs send it).
 BETA_HEADER_VALUE = "chatkit_beta=v1"
@@ -27,6 +35,16 @@ _CHALLENGE = {"www-authenticate": 'Bearer realm="ratekeeper"'}
 def new_api_key() -> str:
     """Return a fresh API key: ``rk-`` followed by 256 random bits (base64url)."""
     return _KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def announce_generated_key(key: str) -> None:
+    """Print a key generated because none was configured, once, to stderr (never a log)."""
+    print(
+        "ratekeeper: no API key configured (--api-key / RATEKEEPER_API_KEYS); generated one "
+        f"for this run:\n\n    {key}\n\nSend it as 'Authorization: Bearer <key>'.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def bearer_token(request: Request) -> str | None:

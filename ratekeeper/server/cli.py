@@ -120,17 +120,13 @@ def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
     from .app import backend_from_settings, create_app
-    from .auth import new_api_key
+    from .auth import announce_generated_key, new_api_key
     from .logs import uvicorn_log_config
 
     if not settings.api_keys:
+        # Generated here, not in create_app, so that every worker shares the one key.
         key = new_api_key()
-        print(
-            "ratekeeper: no API key configured (--api-key / RATEKEEPER_API_KEYS); generated "
-            f"one for this run:\n\n    {key}\n\nSend it as 'Authorization: Bearer <key>'.",
-            file=sys.stderr,
-            flush=True,
-        )
+        announce_generated_key(key)
         settings = settings.with_values(api_keys=(key,))
     log_config = uvicorn_log_config(settings.log_level)
     common: dict[str, Any] = {
