@@ -86,7 +86,8 @@ class RatekeeperMiddleware:
         gate: the gate that decides (its sweeper is run by whoever owns it).
         paths: which request paths are guarded: ``None`` (every HTTP path), a path prefix or
             several (``"/chatkit"`` guards ``/chatkit`` and everything under ``/chatkit/``),
-            or a function of the path.
+            or a function of the path. A request is guarded when its full path matches, or
+            its path relative to the scope's ``root_path`` (under a mount) does.
         secret_from: how to find the client secret in the scope; by default the token of
             ``Authorization: Bearer <client_secret>``.
 
@@ -114,7 +115,7 @@ class RatekeeperMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
-        if scope["type"] != "http" or not self._guarded(scope["path"]):
+        if scope["type"] != "http" or not self._is_guarded(scope):
             await self.app(scope, receive, send)
             return
         if self._secret_from is not None:
@@ -146,6 +147,18 @@ class RatekeeperMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _is_guarded(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if self._guarded(path):
+            return True
+        # Under a mount (Starlette's Mount, uvicorn --root-path) ``path`` is the full path and
+        # starts with ``root_path``; guarded paths are also matched relative to it, as routes
+        # are, so mounting the guarded app under a prefix never lets requests past the gate.
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+            return self._guarded(path[len(root) :] or "/")
+        return False
 
     def __repr__(self) -> str:
         return f"RatekeeperMiddleware(app={self.app!r}, gate={self.gate!r})"

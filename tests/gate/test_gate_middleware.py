@@ -16,7 +16,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ratekeeper import Gate, ManualClock, RatekeeperMiddleware
 from ratekeeper.middleware import DECISION_STATE_KEY, bearer_token
@@ -179,6 +179,20 @@ async def test_unguarded_paths_pass_through_without_a_decision(gate: Gate) -> No
         gate.registry.get_sample_value("ratekeeper_decisions_total", {"outcome": "missing_secret"})
         == 0
     )
+
+
+async def test_guarded_paths_hold_under_a_mount_prefix(gate: Gate) -> None:
+    """Mounted at /api, scope["path"] is /api/v1/...: the prefix /v1 is relative to root_path."""
+    inner = Starlette(routes=[Route("/v1/echo", echo), Route("/open", open_route)])
+    outer = Starlette(
+        routes=[Mount("/api", app=RatekeeperMiddleware(inner, gate=gate, paths=["/v1"]))]
+    )
+    async with serving(outer) as url, httpx.AsyncClient(base_url=url) as client:
+        refused = await client.get("/api/v1/echo")
+        passed = await client.get("/api/open")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "missing_client_secret"
+    assert passed.status_code == 200
 
 
 async def test_many_concurrent_requests_on_one_session_never_exceed_the_limit(
