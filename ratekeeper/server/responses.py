@@ -109,7 +109,9 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _invalid_parameter(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidParameter)
-    return error_response(400, redact(exc.message), code=exc.code, param=exc.param)
+    # The param can be a name the client made up (an unknown field): it may hold a secret too.
+    param = None if exc.param is None else redact(exc.param)
+    return error_response(400, redact(exc.message), code=exc.code, param=param)
 
 
 async def _session_not_found(request: Request, exc: Exception) -> Response:

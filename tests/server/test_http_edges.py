@@ -160,6 +160,17 @@ def test_secret_in_an_unknown_url_is_not_echoed(live: Live, schemas: Schemas) ->
     error_of(response, schemas)
 
 
+def test_secret_as_an_unknown_parameter_name_is_not_echoed(live: Live, schemas: Schemas) -> None:
+    """A secret pasted as a field or query name is hidden in ``param`` as in the message."""
+    with live.http() as http:
+        query = http.get("/v1/chatkit/threads", params={"ek_PastedSecret1": "x"})
+        body = post_session(http, b'{"user": "u", "workflow": {"id": "w", "ek_PastedSecret2": 1}}')
+    for response in (query, body):
+        assert response.status_code == 400
+        assert "PastedSecret" not in response.text
+        assert error_of(response, schemas)["code"] == "unknown_parameter"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
