@@ -322,6 +322,10 @@ class Gate:
     async def cancel(self, session_id: str) -> Session:
         """Cancel a session (idempotent) and count it once, when this call cancelled it.
 
+        The count compares a read before the cancel with its result, because the backend
+        protocol does not say which call cancelled; so on a shared backend two processes
+        cancelling one session at the same moment may both count it.
+
         Raises:
             SessionNotFound: no such session.
             BackendError: the backend failed.
