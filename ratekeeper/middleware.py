@@ -126,9 +126,12 @@ class RatekeeperMiddleware:
         if not verdict.allowed:
             await _refuse(verdict, send)
             return
-        state = dict(scope.get("state") or ())
+        # Into the scope's own state dict (a per-request copy, per the ASGI spec), as Starlette's
+        # request.state does, so middleware outside this one sees the decision too.
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
         state[DECISION_STATE_KEY] = verdict.decision
-        scope = {**scope, "state": state}
         extra = verdict.raw_headers()
         if not extra:  # failing open: nothing known about the window, nothing to add
             await self.app(scope, receive, send)

@@ -275,6 +275,34 @@ async def test_websocket_scopes_pass_through_untouched(gate: Gate) -> None:
     assert seen[0] is scope
 
 
+async def test_the_decision_is_visible_to_middleware_outside_the_gate(gate: Gate) -> None:
+    """Like Starlette's request.state, the decision lands in the scope's own state dict."""
+    session = await gate.create_session("u1")
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        seen.append(message)
+
+    secret = f"Bearer {session.client_secret}".encode()
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/echo",
+        "headers": [(b"authorization", secret)],
+        "state": {},
+    }
+    await RatekeeperMiddleware(app, gate=gate)(scope, receive, send)  # an outer logger's view
+    assert seen[0]["status"] == 204
+    assert scope["state"][DECISION_STATE_KEY].session_id == session.id
+
+
 def test_bearer_token_parsing() -> None:
     assert bearer_token([(b"authorization", b"Bearer ek_1")]) == "ek_1"
     assert bearer_token([(b"Authorization", b"bearer   ek_2 ")]) == "ek_2"
