@@ -15,6 +15,7 @@ from .types import FileUploadLimits, HistoryLimits
 __all__ = (
     "MAX_EXPIRES_AFTER_S",
     "MAX_FILE_SIZE_MB",
+    "MAX_JSON_INT",
     "check_bool",
     "check_enum",
     "check_int",
@@ -28,6 +29,10 @@ __all__ = (
 MAX_EXPIRES_AFTER_S = 600
 MAX_FILE_SIZE_MB = 512
 MAX_USER_LENGTH = 512
+#: Largest integer a count may be: the schema sets no maximum, but JSON clients (the ChatKit
+#: front end is JavaScript) and Redis's Lua lose precision beyond 2**53 - 1, and a limit that
+#: changes silently is worse than a clear error (RFC 7493, I-JSON, section 2.2).
+MAX_JSON_INT = 2**53 - 1
 
 _TYPE_NAMES = {
     bool: "a boolean",
@@ -178,7 +183,12 @@ def validate_limits(
     """Check every engine-level session parameter; raise :class:`InvalidParameter` on the first."""
     check_str(user, "user", min_length=1, max_length=MAX_USER_LENGTH)
     check_int(expires_after_s, "expires_after.seconds", minimum=1, maximum=MAX_EXPIRES_AFTER_S)
-    check_int(max_requests_per_1_minute, "rate_limits.max_requests_per_1_minute", minimum=1)
+    check_int(
+        max_requests_per_1_minute,
+        "rate_limits.max_requests_per_1_minute",
+        minimum=1,
+        maximum=MAX_JSON_INT,
+    )
     if not isinstance(file_upload, FileUploadLimits):
         raise InvalidParameter(
             "Invalid type for 'chatkit_configuration.file_upload': expected FileUploadLimits.",
@@ -192,7 +202,12 @@ def validate_limits(
         minimum=1,
         maximum=MAX_FILE_SIZE_MB,
     )
-    check_int(file_upload.max_files, "chatkit_configuration.file_upload.max_files", minimum=1)
+    check_int(
+        file_upload.max_files,
+        "chatkit_configuration.file_upload.max_files",
+        minimum=1,
+        maximum=MAX_JSON_INT,
+    )
     if not isinstance(history, HistoryLimits):
         raise InvalidParameter(
             "Invalid type for 'chatkit_configuration.history': expected HistoryLimits.",
@@ -201,4 +216,9 @@ def validate_limits(
         )
     check_bool(history.enabled, "chatkit_configuration.history.enabled")
     if history.recent_threads is not None:
-        check_int(history.recent_threads, "chatkit_configuration.history.recent_threads", minimum=1)
+        check_int(
+            history.recent_threads,
+            "chatkit_configuration.history.recent_threads",
+            minimum=1,
+            maximum=MAX_JSON_INT,
+        )

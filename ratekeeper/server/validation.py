@@ -17,6 +17,7 @@ from typing import Any, Literal
 from .._params import (
     MAX_EXPIRES_AFTER_S,
     MAX_FILE_SIZE_MB,
+    MAX_JSON_INT,
     check_bool,
     check_enum,
     check_int,
@@ -48,10 +49,6 @@ MAX_STATE_VARIABLE_STRING = 10_485_760
 DEFAULT_LIST_LIMIT = 20
 MAX_LIST_LIMIT = 100
 MAX_USER_FILTER = 512
-#: Largest integer a count may be: the schema sets no maximum, but JSON clients (the ChatKit
-#: front end is JavaScript) and Redis's Lua lose precision beyond 2**53 - 1, and a limit that
-#: changes silently is worse than a clear 400 (RFC 7493, I-JSON, section 2.2).
-MAX_JSON_INT = 2**53 - 1
 
 _BODY_KEYS = ("workflow", "user", "expires_after", "rate_limits", "chatkit_configuration")
 _WORKFLOW_KEYS = ("id", "version", "state_variables", "tracing")

@@ -201,6 +201,11 @@ def test_lookup_does_not_count(harness: Harness) -> None:
             "integer_below_min_value",
         ),
         (
+            {"max_requests_per_1_minute": 2**53},
+            "rate_limits.max_requests_per_1_minute",
+            "integer_above_max_value",
+        ),
+        (
             {"history": HistoryLimits(True, 0)},
             "chatkit_configuration.history.recent_threads",
             "integer_below_min_value",
