@@ -339,21 +339,11 @@ class Engine:
         self._retired.extend(records)
         self._purge_at.extend(repeat(now + self.retention_s, due))
         flipped = []
+        snapshot = self._snapshot
         for record in records:
             record.status = _EXPIRED
             record.times = None
-            snapshot = Session(
-                record.id,
-                record.user,
-                _EXPIRED,
-                record.expires_at,
-                record.created_at,
-                record.limit,
-                record.file_upload,
-                record.history,
-                record.attributes,
-            )
-            flipped.append(_new(Expired, (snapshot, now - record.deadline)))
+            flipped.append(_new(Expired, (snapshot(record, now), now - record.deadline)))
         self._bound_retired()
         return flipped
 
