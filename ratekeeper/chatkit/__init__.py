@@ -5,7 +5,7 @@ Needs ``openai-chatkit`` (``pip install 'ratekeeper[chatkit]'``). The service mo
 
     from ratekeeper.chatkit import chatkit_routes
 
-    routes = chatkit_routes(gate, thread_store, server_factory=MyChatKitServer)
+    routes = chatkit_routes(gate, conversation_store, server_factory=MyChatKitServer)
 
 See ``docs/chatkit.md``.
 """
@@ -24,7 +24,7 @@ with warnings.catch_warnings():
     )
     import chatkit.server  # noqa: F401 - imported here, under the filter, for every submodule
 
-from .attachments import MemoryAttachmentStore, PendingUpload, UploadRefused
+from .attachments import ChatKitAttachmentStore, UploadRefused
 from .context import ChatKitContext
 from .gateway import bearer_secret, check_authorization, verdict_response
 from .limits import ChatKitLimitError, thread_title
@@ -36,18 +36,17 @@ from .route import (
     chatkit_routes,
     echo_server,
 )
-from .store import ThreadStoreAdapter
+from .store import ChatKitStore
 
 __all__ = (
     "DEFAULT_MAX_BODY_BYTES",
+    "ChatKitAttachmentStore",
     "ChatKitContext",
     "ChatKitEndpoint",
     "ChatKitLimitError",
+    "ChatKitStore",
     "EchoChatKitServer",
-    "MemoryAttachmentStore",
-    "PendingUpload",
     "ServerFactory",
-    "ThreadStoreAdapter",
     "UploadRefused",
     "adopt_stored_title",
     "bearer_secret",

@@ -1,22 +1,29 @@
-"""A minimal in-memory ``AttachmentStore`` with two-phase uploads.
+"""openai-chatkit's ``AttachmentStore`` over a conversation store, with two-phase uploads.
 
 openai-chatkit handles ``attachments.create`` by asking the ``AttachmentStore`` for the
 attachment's metadata; in two-phase mode that metadata carries an ``upload_descriptor`` and the
 client then POSTs the bytes (``multipart/form-data``, field ``file``) to its URL. Here the URL
 is the protocol endpoint's own upload route, with a single-use random token standing in for a
-presigned URL's signature (the client secret never appears in a URL).
+presigned URL's signature (the client secret never appears in a URL). The pending upload, the
+bytes and the metadata all live in the conversation store, so the upload may reach any worker or
+host, and the bytes are streamed into it, never held whole in memory.
+
+Images also get a ``preview_url``: the endpoint's preview route with a second random token that
+only opens that image (an ``<img>`` cannot send an ``Authorization`` header).
 
 The session's ``file_upload`` limits are checked before the attachment exists (by the route,
-through the backend's ``reserve_upload``); this store checks only that the bytes that arrive
-are no more than the size the client declared, and keeps them within ``max_total_bytes``.
+through the backend's ``reserve_upload``); this store checks that the bytes that arrive are no
+more than the size the client declared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
 from chatkit.store import AttachmentStore, NotFoundError
 from chatkit.types import (
@@ -24,18 +31,29 @@ from chatkit.types import (
     AttachmentCreateParams,
     AttachmentUploadDescriptor,
     FileAttachment,
+    ImageAttachment,
 )
+from pydantic import AnyUrl
 
 from .._secrets import new_id
+from ..clock import Clock, SystemClock
+from ..errors import RatekeeperError
+from ..store import (
+    AttachmentNotFound,
+    AttachmentTooLarge,
+    ConversationStore,
+    StoredAttachment,
+)
 from .context import ChatKitContext
+from .store import attachment_from_json, attachment_json
 
-__all__ = ("MemoryAttachmentStore", "PendingUpload", "UploadRefused")
+__all__ = ("ChatKitAttachmentStore", "UploadRefused")
 
-#: Default cap on the bytes held by one :class:`MemoryAttachmentStore`.
-DEFAULT_MAX_TOTAL_BYTES = 256 * 1024 * 1024
+# Where the preview token's digest is kept in a stored attachment's data.
+_PREVIEW_KEY = "preview_token_sha256"
 
 
-class UploadRefused(Exception):
+class UploadRefused(RatekeeperError):
     """Raised when uploaded bytes cannot be accepted.
 
     Attributes:
@@ -51,45 +69,31 @@ class UploadRefused(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class PendingUpload:
-    """An attachment created by ``attachments.create`` whose bytes have not arrived yet.
-
-    Attributes:
-        attachment_id: the attachment.
-        session_id: the session that created it (its status is checked at upload).
-        user: the session's user, the attachment's owner.
-        size_bytes: the size the client declared, and the most it may upload.
-    """
-
-    attachment_id: str
-    session_id: str
-    user: str
-    size_bytes: int
-    token_digest: bytes
-
-
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
-class MemoryAttachmentStore(AttachmentStore[ChatKitContext]):
-    """Attachment bytes in memory, uploaded in two phases.
+def _no_upload() -> UploadRefused:
+    return UploadRefused(
+        404,
+        "upload_not_found",
+        "No upload is pending for this attachment, or its upload URL is not valid.",
+    )
+
+
+class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
+    """Attachment bytes in the conversation store, uploaded in two phases.
 
     Args:
-        max_total_bytes: most bytes held at once across all attachments; an upload past it
-            is refused (507) rather than growing without bound.
+        conversations: the conversation store (the same one the ``ChatKitStore`` uses).
+        clock: stamps new attachments (stale pending uploads are purged by age).
 
-    Not thread-safe: use it from the event loop serving the protocol endpoint.
+    Holds no state of its own, so every worker may have one over the same shared store.
     """
 
-    def __init__(self, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> None:
-        if max_total_bytes < 0:
-            raise ValueError(f"max_total_bytes must be >= 0, got {max_total_bytes!r}")
-        self.max_total_bytes = max_total_bytes
-        self._pending: dict[str, PendingUpload] = {}
-        self._files: dict[str, tuple[str, bytes]] = {}
-        self._total = 0
+    def __init__(self, conversations: ConversationStore, *, clock: Clock | None = None) -> None:
+        self.conversations = conversations
+        self._clock: Clock = clock if clock is not None else SystemClock()
 
     def generate_attachment_id(self, mime_type: str, context: ChatKitContext) -> str:
         """Return a new attachment id, ``atc_`` and 128 random bits (the default has 32)."""
@@ -101,87 +105,143 @@ class MemoryAttachmentStore(AttachmentStore[ChatKitContext]):
         """Create the metadata of a new attachment, with where to upload its bytes."""
         attachment_id = self.generate_attachment_id(input.mime_type, context)
         token = secrets.token_urlsafe(32)
-        self._pending[attachment_id] = PendingUpload(
-            attachment_id, context.session_id, context.user, input.size, _digest(token)
+        descriptor = AttachmentUploadDescriptor.model_validate(
+            {"url": context.upload_url(attachment_id, token), "method": "POST"}
         )
-        return FileAttachment(
-            id=attachment_id,
-            name=input.name,
-            mime_type=input.mime_type,
-            upload_descriptor=AttachmentUploadDescriptor.model_validate(
-                {"url": context.upload_url(attachment_id, token), "method": "POST"}
-            ),
+        data: dict[str, Any] = {}
+        attachment: Attachment
+        if input.mime_type.lower().startswith("image/"):
+            preview = secrets.token_urlsafe(32)
+            data[_PREVIEW_KEY] = _digest(preview).hex()
+            attachment = ImageAttachment(
+                id=attachment_id,
+                name=input.name,
+                mime_type=input.mime_type,
+                upload_descriptor=descriptor,
+                preview_url=AnyUrl(context.preview_url(attachment_id, preview)),
+            )
+        else:
+            attachment = FileAttachment(
+                id=attachment_id,
+                name=input.name,
+                mime_type=input.mime_type,
+                upload_descriptor=descriptor,
+            )
+        data["attachment"] = attachment_json(attachment)
+        await self.conversations.save_attachment(
+            StoredAttachment(
+                attachment_id,
+                context.user,
+                math.floor(self._clock.time()),
+                data,
+                session_id=context.session_id,
+                declared_bytes=input.size,
+                upload_token_digest=_digest(token),
+            )
         )
+        return attachment
 
-    def pending(self, attachment_id: str, token: str) -> PendingUpload | None:
+    async def pending(self, attachment_id: str, token: str) -> StoredAttachment | None:
         """Return the pending upload ``token`` opens, or ``None`` (compared in constant time)."""
-        upload = self._pending.get(attachment_id)
-        if upload is None or not hmac.compare_digest(upload.token_digest, _digest(token)):
+        try:
+            stored = await self.conversations.get_attachment(attachment_id)
+        except AttachmentNotFound:
             return None
-        return upload
+        expected = stored.upload_token_digest
+        if expected is None or not hmac.compare_digest(expected, _digest(token)):
+            return None
+        return stored
 
-    def accept(self, upload: PendingUpload, data: bytes) -> None:
-        """Keep the bytes of a pending upload; the token is used up.
+    async def accept(self, pending: StoredAttachment, chunks: AsyncIterable[bytes]) -> Attachment:
+        """Store the bytes of a pending upload, streamed; the token is used up.
+
+        Returns:
+            The attachment's metadata, without its upload descriptor.
 
         Raises:
             UploadRefused: the upload is no longer pending (404: another upload with the same
-                token finished first, or the attachment was deleted meanwhile), more bytes than
-                declared (413), or the store is full (507).
+                token finished first, or the attachment was deleted meanwhile), or more bytes
+                arrived than declared (413).
         """
-        if self._pending.get(upload.attachment_id) is not upload:
-            # Checked again here: the bytes were read between `pending()` and now.
-            raise UploadRefused(
-                404,
-                "upload_not_found",
-                "No upload is pending for this attachment, or its upload URL is not valid.",
+        limit = pending.declared_bytes if pending.declared_bytes is not None else 0
+        attachment = attachment_from_json(pending).model_copy(update={"upload_descriptor": None})
+        try:
+            # One atomic step ends the upload: the token is checked (single use), the bytes
+            # switched in, and the metadata loses its upload descriptor.
+            await self.conversations.write_attachment_bytes(
+                pending.id,
+                chunks,
+                max_bytes=limit,
+                upload_token_digest=pending.upload_token_digest,
+                data={**pending.data, "attachment": attachment_json(attachment)},
             )
-        if len(data) > upload.size_bytes:
+        except AttachmentNotFound:
+            raise _no_upload() from None
+        except AttachmentTooLarge:
             raise UploadRefused(
                 413,
                 "file_too_large",
-                f"The file is larger than the {upload.size_bytes} bytes declared when the "
-                "attachment was created.",
-            )
-        if self._total + len(data) > self.max_total_bytes:
-            raise UploadRefused(
-                507,
-                "attachment_storage_full",
-                "The attachment store is full. Delete attachments or try again later.",
-            )
-        del self._pending[upload.attachment_id]
-        self._files[upload.attachment_id] = (upload.user, data)
-        self._total += len(data)
+                f"The file is larger than the {limit} bytes declared when the attachment was "
+                "created.",
+            ) from None
+        return attachment
 
-    async def read(self, attachment_id: str, context: ChatKitContext) -> bytes:
-        """Return the bytes of the user's uploaded attachment (for ``respond``).
+    async def preview(self, attachment_id: str, token: str) -> StoredAttachment | None:
+        """Return the uploaded image ``token`` opens for preview, or ``None``."""
+        try:
+            stored = await self.conversations.get_attachment(attachment_id)
+        except AttachmentNotFound:
+            return None
+        expected = stored.data.get(_PREVIEW_KEY)
+        if (
+            not isinstance(expected, str)
+            or stored.size_bytes is None
+            or not hmac.compare_digest(expected, _digest(token).hex())
+        ):
+            return None
+        return stored
+
+    async def open(self, attachment_id: str, context: ChatKitContext) -> AsyncIterator[bytes]:
+        """Stream the bytes of the user's uploaded attachment (for ``respond``).
 
         Raises:
             NotFoundError: no such attachment for this user, or its bytes have not arrived.
         """
-        entry = self._files.get(attachment_id)
-        if entry is None or entry[0] != context.user:
+        try:
+            stored = await self.conversations.get_attachment(attachment_id)
+        except AttachmentNotFound:
+            stored = None
+        if stored is None or stored.user != context.user or stored.size_bytes is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        return entry[1]
+        try:
+            async for chunk in self.conversations.read_attachment_bytes(attachment_id):
+                yield chunk
+        except AttachmentNotFound:
+            raise NotFoundError(f"Attachment {attachment_id} not found") from None
+
+    async def read(self, attachment_id: str, context: ChatKitContext) -> bytes:
+        """Return the bytes of the user's uploaded attachment, whole (small files only).
+
+        Raises:
+            NotFoundError: no such attachment for this user, or its bytes have not arrived.
+        """
+        return b"".join([chunk async for chunk in self.open(attachment_id, context)])
 
     async def delete_attachment(self, attachment_id: str, context: ChatKitContext) -> None:
-        """Forget an attachment's bytes (or its pending upload); other users' are not found."""
-        upload = self._pending.get(attachment_id)
-        if upload is not None and upload.user == context.user:
-            del self._pending[attachment_id]
-            return
-        entry = self._files.get(attachment_id)
-        if entry is None or entry[0] != context.user:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        del self._files[attachment_id]
-        self._total -= len(entry[1])
+        """Check that the user may delete this attachment.
 
-    @property
-    def total_bytes(self) -> int:
-        """Bytes held now."""
-        return self._total
+        openai-chatkit calls this and then ``Store.delete_attachment``, which deletes the
+        metadata and the bytes together (:class:`~ratekeeper.chatkit.ChatKitStore`).
+
+        Raises:
+            NotFoundError: no such attachment for this user.
+        """
+        try:
+            stored = await self.conversations.get_attachment(attachment_id)
+        except AttachmentNotFound:
+            raise NotFoundError(f"Attachment {attachment_id} not found") from None
+        if stored.user != context.user:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
 
     def __repr__(self) -> str:
-        return (
-            f"MemoryAttachmentStore(files={len(self._files)}, pending={len(self._pending)}, "
-            f"total_bytes={self._total})"
-        )
+        return f"ChatKitAttachmentStore({self.conversations!r})"

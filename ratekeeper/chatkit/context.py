@@ -65,6 +65,13 @@ class ChatKitContext:
         """
         return bool(self.session.attributes.get("automatic_thread_titling", True))
 
+    def preview_url(self, attachment_id: str, token: str) -> str:
+        """Return the URL an image attachment's preview is served from."""
+        return (
+            f"{self.upload_url_base}{quote(attachment_id, safe='')}/preview"
+            f"?token={quote(token, safe='')}"
+        )
+
     def upload_url(self, attachment_id: str, token: str) -> str:
         """Return the URL a client uploads an attachment's bytes to (two-phase upload)."""
         return (

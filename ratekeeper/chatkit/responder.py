@@ -75,7 +75,7 @@ class EchoChatKitServer(ChatKitServer[ChatKitContext]):
 
     Args:
         store: the thread store (the protocol endpoint passes its
-            :class:`~ratekeeper.chatkit.store.ThreadStoreAdapter`).
+            :class:`~ratekeeper.chatkit.ChatKitStore`).
         attachment_store: where attachment bytes go, ``None`` to refuse ``attachments.*``.
         clock: timestamps of the assistant's items; the system clock by default.
 

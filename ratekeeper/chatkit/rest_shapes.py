@@ -7,12 +7,13 @@ objects (OpenAI's schema). Each direction lives here:
 * :func:`rest_content` turns a ChatKit item into the type-specific fields of a REST item, or
   ``None`` for the items the REST schema has no shape for (hidden context, end of turn,
   generated images, structured input): those are kept for the protocol and never listed.
-* :func:`chatkit_item` turns a REST item back into a ChatKit item: the exact model when the
-  adapter stored one beside it, a faithful conversion for items seeded through the REST store.
+* :func:`chatkit_item` turns a stored item back into a ChatKit item: the exact model when the
+  ChatKit store kept one beside it (as JSON, in ``extra``), a faithful conversion for items
+  seeded through the conversation store's REST shapes.
 
 Where the REST schema is narrower, the REST view says what it can: tags read as their text,
 entity annotations are left out, task and workflow titles become ``heading``. The ChatKit view
-never loses anything, since the adapter keeps the original model. Pure functions only.
+never loses anything, since the ChatKit store keeps the original model. Pure functions only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,12 +54,11 @@ from chatkit.types import (
 )
 from chatkit.types import ThreadStatus as ChatKitThreadStatus
 from chatkit.widgets import DynamicWidgetRoot
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from ..server.threads import StoredItem, StoredThread, ThreadStatus
+from ..store import StoredItem, StoredThread, ThreadStatus
 
 __all__ = (
-    "KeptItem",
     "chatkit_item",
     "chatkit_status",
     "chatkit_thread",
@@ -69,17 +68,7 @@ __all__ = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class KeptItem:
-    """What the store adapter keeps in a REST item's ``extra`` slot: the ChatKit model itself.
-
-    Attributes:
-        item: the ChatKit item, exactly as the server saved it (never handed out: copies are).
-        seq: the adapter's insertion counter, which orders items created in the same second.
-    """
-
-    item: ThreadItem
-    seq: int
+_THREAD_ITEM: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
 
 
 def unix_seconds(moment: datetime) -> int:
@@ -120,14 +109,17 @@ def chatkit_thread(stored: StoredThread) -> ThreadMetadata:
 
     Title and status come from the store, which the REST surface and automatic titling also
     write; the rest (full-precision ``created_at``, ``metadata``, ``allowed_image_domains``)
-    from the model the adapter kept, when there is one.
+    from the model the ChatKit store kept, when there is one.
     """
-    kept = stored.extra
-    if isinstance(kept, ThreadMetadata):
-        thread = kept.model_copy(deep=True)
-        thread.title = stored.title
-        thread.status = chatkit_status(stored.status)
-        return thread
+    if stored.extra is not None:
+        try:
+            thread = ThreadMetadata.model_validate(stored.extra)
+        except ValidationError:
+            pass  # written by another program: rebuilt from the REST fields below
+        else:
+            thread.title = stored.title
+            thread.status = chatkit_status(stored.status)
+            return thread
     return ThreadMetadata(
         id=stored.id,
         title=stored.title,
@@ -288,6 +280,8 @@ def _loads(text: str | None) -> Any:
 
 def _converted(stored: StoredItem) -> ThreadItem:
     content = stored.content
+    if content is None:
+        raise ValueError(f"hidden item {stored.id!r} has no ChatKit model kept beside it")
     kind = content["type"]
     base: dict[str, Any] = {
         "id": stored.id,
@@ -344,6 +338,20 @@ def _converted(stored: StoredItem) -> ThreadItem:
     raise ValueError(f"no ChatKit shape for a REST item of type {kind!r}")
 
 
+def _kept_item(extra: Any) -> ThreadItem:
+    """Read back a ChatKit item the ChatKit store kept as JSON.
+
+    A widget is read as the ``DynamicWidgetRoot`` that ``WidgetTemplate.build`` returns:
+    validating it as ``ThreadItem`` would pick one of openai-chatkit's named widget classes
+    (``Card``…), which openai-chatkit deprecates (a ``DeprecationWarning`` on every read) and
+    which is not the model the server saved. The JSON a client receives is the same.
+    """
+    if isinstance(extra, Mapping) and extra.get("type") == "widget":
+        widget = DynamicWidgetRoot.model_validate(extra.get("widget"))
+        return WidgetItem.model_validate({**extra, "widget": widget})
+    return _THREAD_ITEM.validate_python(extra)
+
+
 def chatkit_item(stored: StoredItem) -> ThreadItem:
     """Return the ChatKit item for a stored REST item (a fresh copy).
 
@@ -351,10 +359,11 @@ def chatkit_item(stored: StoredItem) -> ThreadItem:
     valid widget JSON) comes back as a ``HiddenContextItem`` holding the REST content, which
     openai-chatkit never sends to the client: the thread still loads.
     """
-    kept = stored.extra
-    if isinstance(kept, KeptItem):
-        item: ThreadItem = kept.item.model_copy(deep=True)
-        return item
+    if stored.extra is not None:
+        try:
+            return _kept_item(stored.extra)
+        except ValidationError:
+            pass  # not a ChatKit item (written by another program): convert the REST fields
     try:
         return _converted(stored)
     except (KeyError, TypeError, ValueError, ValidationError):
@@ -362,5 +371,5 @@ def chatkit_item(stored: StoredItem) -> ThreadItem:
             id=stored.id,
             thread_id=stored.thread_id,
             created_at=_moment(stored.created_at),
-            content=dict(stored.content),
+            content=dict(stored.content or {}),
         )

@@ -44,17 +44,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ..clock import Clock
 from ..errors import BackendError, InvalidParameter, SessionNotFound
 from ..gate import Gate
 from ..ratelimit_headers import error_body, verdict_for
-from ..server.threads import ThreadStore
+from ..store import AttachmentNotFound, ConversationStore, ThreadNotFound, UnstorableValue
 from ..types import Decision, Reason, Session, SessionStatus
-from .attachments import MemoryAttachmentStore, UploadRefused
+from .attachments import ChatKitAttachmentStore, UploadRefused
 from .context import ChatKitContext
 from .gateway import bearer_secret, verdict_response
 from .limits import ChatKitLimitError, check_upload_size, history_refusal, upload_refusal
 from .responder import EchoChatKitServer
-from .store import ThreadStoreAdapter
+from .store import ChatKitStore
 
 __all__ = (
     "DEFAULT_MAX_BODY_BYTES",
@@ -68,16 +69,21 @@ __all__ = (
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # Room for the multipart framing around an uploaded file's bytes.
 _MULTIPART_OVERHEAD = 64 * 1024
+_UNSTORABLE = (
+    "The request holds a value the conversation store cannot keep (such as a NUL character)."
+)
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _logger = logging.getLogger("ratekeeper.chatkit")
 
 #: Builds the ``ChatKitServer`` on the endpoint's stores: ``factory(store, attachment_store)``.
 #: Build yours on these two, so its threads are the REST surface's threads.
-ServerFactory = Callable[[ThreadStoreAdapter, MemoryAttachmentStore], ChatKitServer[ChatKitContext]]
+ServerFactory = Callable[[ChatKitStore, ChatKitAttachmentStore], ChatKitServer[ChatKitContext]]
+# Bytes read from an uploaded file at a time, on their way into the conversation store.
+_UPLOAD_CHUNK = 256 * 1024
 
 
 def echo_server(
-    store: ThreadStoreAdapter, attachment_store: MemoryAttachmentStore
+    store: ChatKitStore, attachment_store: ChatKitAttachmentStore
 ) -> ChatKitServer[ChatKitContext]:
     """The default :data:`ServerFactory`: the built-in :class:`EchoChatKitServer`."""
     return EchoChatKitServer(store, attachment_store)
@@ -106,7 +112,7 @@ def _ended_session_error(status: str, headers: Mapping[str, str] | None = None) 
 def _unavailable(headers: Mapping[str, str] | None = None) -> Response:
     return _error(
         503,
-        "The session store is unavailable. Please retry shortly.",
+        "The service's state is unavailable. Please retry shortly.",
         "backend_unavailable",
         type_="server_error",
         headers={**(headers or {}), "retry-after": "1"},
@@ -131,19 +137,20 @@ class ChatKitEndpoint:
 
     Args:
         gate: admits requests by client secret (and holds the sessions).
-        threads: the thread store the REST surface reads; the ``ChatKitServer`` writes to it
-            through a :class:`~ratekeeper.chatkit.store.ThreadStoreAdapter`.
-        server_factory: builds the ``ChatKitServer`` from the adapter and the attachment
+        conversations: the conversation store the REST surface reads; the ``ChatKitServer``
+            writes to it through a :class:`~ratekeeper.chatkit.ChatKitStore`.
+        server_factory: builds the ``ChatKitServer`` from the ChatKit store and the attachment
             store; :func:`echo_server` by default. The gate wraps whatever it returns.
-        path: where the endpoint is served; uploads go to ``{path}/attachments/{id}/upload``.
+        path: where the endpoint is served; uploads go to ``{path}/attachments/{id}/upload``,
+            image previews are served from ``{path}/attachments/{id}/preview``.
         max_body_bytes: largest request body accepted (413 above it).
-        max_attachment_bytes: most attachment bytes held in memory at once.
         public_url: the service's external base URL (e.g. ``https://chat.example.com``),
             for upload URLs behind a proxy; the request's own base URL when ``None``.
+        clock: stamps new attachments; the system clock by default.
 
     Attributes:
-        store: the ChatKit ``Store`` adapter.
-        attachments: the attachment store.
+        store: the ChatKit ``Store``.
+        attachments: the ChatKit ``AttachmentStore``.
         server: the ``ChatKitServer``.
 
     openai-chatkit runs on asyncio (it calls ``asyncio.sleep``), so serve this endpoint from
@@ -153,13 +160,13 @@ class ChatKitEndpoint:
     def __init__(
         self,
         gate: Gate,
-        threads: ThreadStore,
+        conversations: ConversationStore,
         server_factory: ServerFactory | None = None,
         *,
         path: str = "/chatkit",
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_attachment_bytes: int | None = None,
         public_url: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not path.startswith("/") or path.endswith("/"):
             raise ValueError(f"path must start with '/' and not end with one, got {path!r}")
@@ -169,12 +176,8 @@ class ChatKitEndpoint:
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.public_url = public_url.rstrip("/") if public_url is not None else None
-        self.store = ThreadStoreAdapter(threads)
-        self.attachments = (
-            MemoryAttachmentStore()
-            if max_attachment_bytes is None
-            else MemoryAttachmentStore(max_total_bytes=max_attachment_bytes)
-        )
+        self.store = ChatKitStore(conversations, clock=clock)
+        self.attachments = ChatKitAttachmentStore(conversations, clock=clock)
         factory = server_factory if server_factory is not None else echo_server
         server = factory(self.store, self.attachments)
         if not isinstance(server, ChatKitServer):
@@ -183,11 +186,16 @@ class ChatKitEndpoint:
         self._requests: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
 
     def routes(self) -> list[Route]:
-        """Return the Starlette routes: the protocol endpoint and the upload route."""
+        """Return the Starlette routes: the protocol endpoint, uploads and image previews."""
         return [
             Route(self.path, self.handle, methods=["POST"]),
             Route(
                 f"{self.path}/attachments/{{attachment_id}}/upload", self.upload, methods=["POST"]
+            ),
+            Route(
+                f"{self.path}/attachments/{{attachment_id}}/preview",
+                self.preview,
+                methods=["GET"],
             ),
         ]
 
@@ -314,6 +322,10 @@ class ChatKitEndpoint:
             return Response(body, exc.status_code, headers, media_type="application/json")
         if isinstance(exc, NotFoundError):
             return _error(404, f"{str(exc)[:200]}.", "not_found", headers=headers)
+        if isinstance(exc, ThreadNotFound | AttachmentNotFound):  # a custom server's own reads
+            return _error(404, exc.message[:200], "not_found", headers=headers)
+        if isinstance(exc, UnstorableValue):
+            return _error(400, _UNSTORABLE, "invalid_value", headers=headers)
         if isinstance(exc, InvalidParameter):
             return _error(400, exc.message[:300], exc.code, param=exc.param, headers=headers)
         if isinstance(exc, ValidationError):
@@ -347,6 +359,11 @@ class ChatKitEndpoint:
         except Exception as exc:  # the client must hear of it, in-stream
             if isinstance(exc, ChatKitLimitError | NotFoundError):
                 event = ErrorEvent(code="custom", message=str(exc)[:300], allow_retry=False)
+            elif isinstance(exc, UnstorableValue):
+                event = ErrorEvent(code="custom", message=_UNSTORABLE, allow_retry=False)
+            elif isinstance(exc, BackendError):  # the store or backend went away mid-stream
+                _logger.warning("ChatKit stream failed: %s", type(exc.__cause__).__name__)
+                event = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
             else:
                 _logger.error("ChatKit stream failed: %s", type(exc).__name__, exc_info=exc)
                 event = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
@@ -363,8 +380,12 @@ class ChatKitEndpoint:
         the session that created the attachment must still be active.
         """
         attachment_id = request.path_params["attachment_id"]
-        pending = self.attachments.pending(attachment_id, request.query_params.get("token", ""))
-        if pending is None:
+        token = request.query_params.get("token", "")
+        try:
+            pending = await self.attachments.pending(attachment_id, token)
+        except BackendError:
+            return _unavailable()
+        if pending is None or pending.session_id is None or pending.declared_bytes is None:
             return _error(
                 404,
                 "No upload is pending for this attachment, or its upload URL is not valid.",
@@ -381,14 +402,16 @@ class ChatKitEndpoint:
         declared = request.headers.get("content-length")
         if declared is None or not declared.isdigit():
             return _error(411, "Uploads need a Content-Length header.", "length_required")
-        if int(declared) > pending.size_bytes + _MULTIPART_OVERHEAD:
+        if int(declared) > pending.declared_bytes + _MULTIPART_OVERHEAD:
             return _error(
                 413,
-                f"The upload is larger than the {pending.size_bytes} bytes declared when the "
-                "attachment was created.",
+                f"The upload is larger than the {pending.declared_bytes} bytes declared when "
+                "the attachment was created.",
                 "file_too_large",
             )
         try:
+            # Starlette spools the file to disk past 1 MB; from there it is streamed into the
+            # conversation store, so no upload is ever held whole in memory.
             async with request.form(max_files=1, max_fields=16) as form:
                 upload = form.get("file")
                 if not isinstance(upload, UploadFile):
@@ -398,25 +421,51 @@ class ChatKitEndpoint:
                         "missing_required_parameter",
                         param="file",
                     )
-                data = await upload.read(pending.size_bytes + 1)
+                attachment = await self.attachments.accept(pending, _file_chunks(upload))
         except (MultiPartException, ClientDisconnect) as exc:
             return _error(400, f"Malformed upload: {str(exc)[:200]}", "invalid_upload")
         except HTTPException as exc:  # Starlette re-raises a MultiPartException as this
             return _error(400, f"Malformed upload: {str(exc.detail)[:200]}", "invalid_upload")
-        try:
-            self.attachments.accept(pending, data)
         except UploadRefused as exc:
             return _error(exc.status_code, exc.message, exc.code)
-        attachment = self.store.mark_uploaded(attachment_id)
-        if attachment is None:
-            return Response(b"{}", media_type="application/json")
+        except BackendError:
+            return _unavailable()
         body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
         return Response(body, media_type="application/json")
+
+    async def preview(self, request: Request) -> Response:
+        """Serve an uploaded image's bytes to the holder of its preview URL."""
+        attachment_id = request.path_params["attachment_id"]
+        try:
+            stored = await self.attachments.preview(
+                attachment_id, request.query_params.get("token", "")
+            )
+        except BackendError:
+            return _unavailable()
+        if stored is None:
+            return _error(404, "No image preview at this URL.", "not_found")
+        attachment = stored.data.get("attachment") or {}
+        media_type = str(attachment.get("mime_type") or "application/octet-stream")
+        chunks = self.store.conversations.read_attachment_bytes(attachment_id)
+        return StreamingResponse(
+            chunks,
+            media_type=media_type,
+            headers={
+                "cache-control": "private, max-age=3600",
+                "x-content-type-options": "nosniff",
+                "content-length": str(stored.size_bytes),
+            },
+        )
+
+
+async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(_UPLOAD_CHUNK):
+        yield chunk
 
 
 def chatkit_routes(
     gate: Gate,
-    threads: ThreadStore,
+    conversations: ConversationStore,
     server_factory: ServerFactory | None = None,
     **options: Any,
 ) -> list[Route]:
@@ -424,9 +473,9 @@ def chatkit_routes(
 
     Args:
         gate: admits requests by client secret.
-        threads: the thread store the REST surface reads.
+        conversations: the conversation store the REST surface reads.
         server_factory: builds your ``ChatKitServer`` on the endpoint's stores; the echo
             server when ``None``.
         **options: the keyword arguments of :class:`ChatKitEndpoint` (``path``, …).
     """
-    return ChatKitEndpoint(gate, threads, server_factory, **options).routes()
+    return ChatKitEndpoint(gate, conversations, server_factory, **options).routes()

@@ -1,16 +1,13 @@
 """The self-hosted ChatKit session service: OpenAI's ``/v1/chatkit`` REST surface on ratekeeper.
 
 Build the ASGI app with :func:`create_app` (or run ``ratekeeper serve``); seed or read threads
-through :class:`ThreadStore`. Needs the ``server`` extra (Starlette, uvicorn).
+through its conversation store (:mod:`ratekeeper.store`). Needs the ``server`` extra
+(Starlette, uvicorn, and the SQL store's drivers).
 """
 
 from __future__ import annotations
 
-from .app import app_from_env, backend_from_settings, create_app, openapi_document
-from .auth import ApiKeys, new_api_key
-from .context import ServiceContext
-from .settings import SETTINGS, ServerSettings, Setting, SettingsError
-from .threads import (
+from ..store import (
     ITEM_TYPES,
     UNSET,
     Page,
@@ -18,10 +15,19 @@ from .threads import (
     StoredThread,
     ThreadNotFound,
     ThreadStatus,
-    ThreadStore,
     assistant_message,
     user_message,
 )
+from .app import (
+    app_from_env,
+    backend_from_settings,
+    create_app,
+    openapi_document,
+    store_from_settings,
+)
+from .auth import ApiKeys, new_api_key
+from .context import ServiceContext
+from .settings import SETTINGS, ServerSettings, Setting, SettingsError, default_data_dir
 
 __all__ = (
     "ITEM_TYPES",
@@ -37,12 +43,13 @@ __all__ = (
     "StoredThread",
     "ThreadNotFound",
     "ThreadStatus",
-    "ThreadStore",
     "app_from_env",
     "assistant_message",
     "backend_from_settings",
     "create_app",
+    "default_data_dir",
     "new_api_key",
     "openapi_document",
+    "store_from_settings",
     "user_message",
 )

@@ -16,11 +16,16 @@ Routes::
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING
 
+import anyio
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,8 +35,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..backend import Backend, MemoryBackend
+from ..clock import Clock, SystemClock
 from ..engine import Engine
+from ..errors import BackendError
 from ..gate import Gate
+from ..store import ConversationStore, store_from_url
 from .admission import admit
 from .auth import ApiKeys, announce_generated_key, new_api_key
 from .context import ServiceContext
@@ -40,15 +48,23 @@ from .responses import exception_handlers
 from .sessions import cancel_session, create_session
 from .settings import ServerSettings, SettingsError
 from .thread_routes import list_thread_items, list_threads, thread_resource
-from .threads import ThreadStore
 
 if TYPE_CHECKING:
     from ..chatkit import ServerFactory
 
-__all__ = ("app_from_env", "backend_from_settings", "create_app", "openapi_document")
+__all__ = (
+    "app_from_env",
+    "backend_from_settings",
+    "create_app",
+    "openapi_document",
+    "store_from_settings",
+)
 
 #: The in-memory backend's cap on active sessions when ``max_sessions`` is not set.
 MEMORY_MAX_SESSIONS = 1_000_000
+#: Seconds between two purges of old threads and stale attachments.
+PURGE_INTERVAL_S = 60.0
+_logger = logging.getLogger("ratekeeper.server")
 
 
 def openapi_document() -> bytes:
@@ -87,6 +103,51 @@ def backend_from_settings(settings: ServerSettings) -> Backend:
     return backend
 
 
+def store_from_settings(settings: ServerSettings, clock: Clock | None = None) -> ConversationStore:
+    """Build the conversation store the settings name (not opened yet).
+
+    Raises:
+        SettingsError: the URL names no store, or its driver is not installed.
+    """
+    try:
+        return store_from_url(settings.store_url, clock=clock, timeout_s=settings.store_timeout_s)
+    except ValueError as exc:
+        raise SettingsError(f"cannot use --store {settings.shown_store_url}: {exc}") from None
+
+
+async def _purge_forever(
+    store: ConversationStore,
+    settings: ServerSettings,
+    clock: Clock,
+    *,
+    task_status: TaskStatus[None] = TASK_STATUS_IGNORED,
+) -> None:
+    """Delete old threads and stale attachments now, then every :data:`PURGE_INTERVAL_S` s.
+
+    Started with ``TaskGroup.start``: the app serves once the first purge is done, so nothing
+    past retention is ever served after a restart. Each worker runs one; purging is
+    idempotent, so workers sharing a store may overlap. A failure is logged and tried again
+    next time, never fatal.
+    """
+    started = False
+    while True:
+        now = math.floor(clock.time())
+        days = settings.thread_retention_days
+        try:
+            await store.purge(
+                threads_before=None if days is None else now - math.ceil(days * 86_400),
+                attachments_before=now - math.ceil(settings.upload_timeout_s),
+            )
+        except BackendError as exc:
+            _logger.warning("ratekeeper: purge failed: %s", type(exc.__cause__).__name__)
+        except Exception:  # a bug must not take the service down with it; it is logged
+            _logger.exception("ratekeeper: purge failed")
+        if not started:
+            task_status.started()
+            started = True
+        await anyio.sleep(PURGE_INTERVAL_S)
+
+
 class _Asgi:
     """Lets a plain ASGI callable be a :class:`Route` endpoint (not a request handler).
 
@@ -107,7 +168,8 @@ def create_app(
     *,
     gate: Gate | None = None,
     backend: Backend | Engine | None = None,
-    threads: ThreadStore | None = None,
+    store: ConversationStore | None = None,
+    clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     announce_key: Callable[[str], None] = announce_generated_key,
     chatkit_server_factory: ServerFactory | None = None,
@@ -121,7 +183,11 @@ def create_app(
             i.e. its expiry sweeper) for its lifespan either way.
         backend: the backend for a new gate; built from ``settings.backend`` when omitted (and
             then closed at shutdown).
-        threads: the thread store; a new empty one when omitted.
+        store: the conversation store (threads, items, attachments); built from
+            ``settings.store_url`` when omitted (and then closed at shutdown). The app opens
+            it at start either way: an unreachable database stops the start.
+        clock: dates threads and attachments and times their purge; the system clock by
+            default.
         registry: the Prometheus registry for a new gate's metrics (a private one if omitted).
         announce_key: called once with the generated API key when ``settings.api_keys`` is
             empty; prints it to stderr by default.
@@ -149,17 +215,28 @@ def create_app(
         if backend is None:
             backend = owned = backend_from_settings(settings)
         gate = Gate(backend, registry=registry, fail_open=settings.fail_open)
-    context = ServiceContext(settings, gate, threads or ThreadStore(), api_keys)
+    clock = clock if clock is not None else SystemClock()
+    owned_store: ConversationStore | None = None
+    if store is None:
+        store = owned_store = store_from_settings(settings, clock)
+    context = ServiceContext(settings, gate, store, api_keys)
     openapi = openapi_document()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            async with context.gate:
+            await context.store.open()
+            async with context.gate, anyio.create_task_group() as tasks:
+                await tasks.start(_purge_forever, context.store, settings, clock)
                 yield
+                tasks.cancel_scope.cancel()
         finally:
-            if owned is not None:
-                await owned.aclose()
+            try:
+                if owned_store is not None:
+                    await owned_store.aclose()
+            finally:
+                if owned is not None:
+                    await owned.aclose()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -177,7 +254,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        *_chatkit_protocol_routes(context, chatkit_server_factory),
+        *_chatkit_protocol_routes(context, chatkit_server_factory, clock),
     ]
     app = Starlette(
         routes=routes,
@@ -190,9 +267,9 @@ def create_app(
 
 
 def _chatkit_protocol_routes(
-    context: ServiceContext, server_factory: ServerFactory | None
+    context: ServiceContext, server_factory: ServerFactory | None, clock: Clock
 ) -> list[BaseRoute]:
-    """``POST /chatkit`` on the app's gate and threads, if openai-chatkit is installed.
+    """``POST /chatkit`` on the app's gate and store, if openai-chatkit is installed.
 
     Imported only here, so the service starts (without the endpoint) when it is not.
     """
@@ -202,7 +279,7 @@ def _chatkit_protocol_routes(
         if server_factory is None and (exc.name or "").partition(".")[0] in ("chatkit", "agents"):
             return []
         raise
-    return list(chatkit_routes(context.gate, context.threads, server_factory))
+    return list(chatkit_routes(context.gate, context.store, server_factory, clock=clock))
 
 
 def app_from_env() -> Starlette:

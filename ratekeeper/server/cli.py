@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .settings import SETTINGS, ServerSettings, SettingsError, setting_value
+from .settings import SETTINGS, ServerSettings, SettingsError, default_data_dir, setting_value
 
-__all__ = ("build_parser", "main", "settings_from_args")
+__all__ = ("build_parser", "main", "settings_from_args", "store_announcement")
 
 _DESCRIPTION = """\
 Serve OpenAI's ChatKit session REST surface (/v1/chatkit/sessions, /v1/chatkit/threads) with
@@ -41,9 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = ServerSettings()
     for setting in SETTINGS:
         default = getattr(defaults, setting.field)
-        shown = {"api_keys": "none: one is generated", "max_sessions": "unset"}.get(
-            setting.field, default
-        )
+        shown = {
+            "api_keys": "none: one is generated",
+            "max_sessions": "unset",
+            "store": "sqlite:///DATA_DIR/ratekeeper.sqlite3",
+            "data_dir": str(default_data_dir()),
+            "thread_retention_days": "unset: threads are kept",
+        }.get(setting.field, default)
         if setting.is_flag:
             shown = "off" if default == (not setting.flag_value) else "on"
         help_text = f"{setting.help} [env: {setting.env}] (default: {shown})"
@@ -101,25 +105,25 @@ def settings_from_args(
     return base.with_values(**changes)
 
 
-def workers_warning(workers: int) -> str:
-    """Return the start-up warning for ``workers`` processes sharing one Redis backend.
-
-    Sessions and their limits are shared through Redis, but threads, thread items and
-    attachments are still held in each worker's memory: a ChatKit front end whose requests land
-    on different workers would not find its threads.
-    """
+def store_announcement(settings: ServerSettings) -> str:
+    """Return the start-up line that says where conversation state lives."""
+    url = settings.shown_store_url
+    if settings.store == "memory":
+        return (
+            "ratekeeper: threads, items and attachments are kept in memory (--store memory): "
+            "they are lost when the service stops."
+        )
+    where = "the default store" if settings.store is None else "the store"
     return (
-        f"ratekeeper: {workers} workers share sessions and rate limits through Redis, but "
-        "threads, thread items and attachments (/v1/chatkit/threads, /chatkit) are kept in "
-        "each worker's memory; route each user to one worker (sticky sessions) or run "
-        "--workers 1 for the ChatKit endpoint."
+        f"ratekeeper: threads, items and attachments are kept in {where} {url}; sessions are "
+        f"kept {'in memory (lost on restart)' if settings.uses_memory else 'in Redis'}."
     )
 
 
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    from .app import backend_from_settings, create_app
+    from .app import backend_from_settings, create_app, store_from_settings
     from .auth import announce_generated_key, new_api_key
     from .logs import uvicorn_log_config
 
@@ -128,6 +132,9 @@ def _serve(settings: ServerSettings) -> None:
         key = new_api_key()
         announce_generated_key(key)
         settings = settings.with_values(api_keys=(key,))
+    print(store_announcement(settings), file=sys.stderr, flush=True)
+    # Resolved once here, so that every worker opens the very same store.
+    settings = settings.with_values(store=settings.store_url)
     log_config = uvicorn_log_config(settings.log_level)
     common: dict[str, Any] = {
         "host": settings.host,
@@ -143,7 +150,7 @@ def _serve(settings: ServerSettings) -> None:
         return
     # Fail here, once, rather than in every worker.
     backend_from_settings(settings)
-    print(workers_warning(settings.workers), file=sys.stderr, flush=True)
+    store_from_settings(settings)
     os.environ.update(settings.to_env())
     uvicorn.run(
         "ratekeeper.server.app:app_from_env", factory=True, workers=settings.workers, **common

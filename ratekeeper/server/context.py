@@ -1,4 +1,4 @@
-"""What every route needs, in one object on ``app.state``: settings, gate, threads, keys."""
+"""What every route needs, in one object on ``app.state``: settings, gate, store, keys."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from ..gate import Gate
+from ..store import ConversationStore
 from .auth import ApiKeys, check_beta
 from .settings import ServerSettings
-from .threads import ThreadStore
 
 __all__ = ("ServiceContext",)
 
@@ -21,7 +21,7 @@ class ServiceContext:
     Attributes:
         settings: the service's settings.
         gate: creates, reads and cancels sessions and admits session requests.
-        threads: the thread store behind ``/v1/chatkit/threads``.
+        store: the conversation store behind ``/v1/chatkit/threads`` and ``/chatkit``.
         api_keys: the keys accepted on the REST surface.
 
     Immutable; its parts document their own thread-safety.
@@ -29,7 +29,7 @@ class ServiceContext:
 
     settings: ServerSettings
     gate: Gate
-    threads: ThreadStore
+    store: ConversationStore
     api_keys: ApiKeys
 
     @staticmethod

@@ -12,9 +12,17 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
-__all__ = ("SETTINGS", "ServerSettings", "Setting", "SettingsError", "parse_bool")
+__all__ = (
+    "SETTINGS",
+    "ServerSettings",
+    "Setting",
+    "SettingsError",
+    "default_data_dir",
+    "parse_bool",
+)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -68,6 +76,44 @@ def _check_retention(value: float) -> float:
 
 def _retention(text: str) -> float:
     return _check_retention(float(text))
+
+
+def _store(text: str) -> str:
+    value = text.strip()
+    scheme = value.partition(":")[0].lower().partition("+")[0]
+    if value == "memory" or (
+        scheme in ("sqlite", "postgresql", "postgres") and value.partition(":")[2].startswith("//")
+    ):
+        return value
+    raise ValueError(
+        f"expected 'memory', sqlite:///PATH or a postgresql:// URL, got {_hide_password(value)!r}"
+    )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_RETENTION_S:  # also refuses NaN
+        raise ValueError(f"expected seconds above 0 and at most {MAX_RETENTION_S:.0f}, got {text}")
+    return value
+
+
+def _days(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_RETENTION_S / 86_400:  # also refuses NaN
+        raise ValueError(f"expected days above 0 and at most 3650, got {text}")
+    return value
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Return where ``ratekeeper serve`` keeps its data when ``--data-dir`` is not given.
+
+    ``$XDG_DATA_HOME/ratekeeper``, or ``~/.local/share/ratekeeper``: a fixed place, so the
+    service finds its threads again whatever directory it is started from.
+    """
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_DATA_HOME") or ""
+    root = Path(base) if base.strip() else Path.home() / ".local" / "share"
+    return root / "ratekeeper"
 
 
 def _log_level(text: str) -> str:
@@ -165,12 +211,57 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "store",
+        "--store",
+        "RATEKEEPER_STORE",
+        _store,
+        "Where threads, items and attachments live: sqlite:///PATH (one host; the default is "
+        "ratekeeper.sqlite3 in the data directory), postgresql://USER@HOST:PORT/DB (several "
+        "hosts), or 'memory' (one process, lost on restart: for tests).",
+        metavar="URL",
+    ),
+    Setting(
+        "data_dir",
+        "--data-dir",
+        "RATEKEEPER_DATA_DIR",
+        str,
+        "Directory of the default SQLite store and its attachment bytes, created when missing "
+        "(default: $XDG_DATA_HOME/ratekeeper, else ~/.local/share/ratekeeper).",
+        metavar="DIR",
+    ),
+    Setting(
+        "thread_retention_days",
+        "--thread-retention",
+        "RATEKEEPER_THREAD_RETENTION_DAYS",
+        _days,
+        "Delete threads (with their items and attachments) this many days after creation; "
+        "unset keeps them.",
+        metavar="DAYS",
+    ),
+    Setting(
+        "upload_timeout_s",
+        "--upload-timeout",
+        "RATEKEEPER_UPLOAD_TIMEOUT_S",
+        _seconds,
+        "Seconds an attachment may stay not uploaded, or uploaded but in no message, before it "
+        "is deleted.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "store_timeout_s",
+        "--store-timeout",
+        "RATEKEEPER_STORE_TIMEOUT_S",
+        _seconds,
+        "Longest wait on the store's database for one operation; then 503.",
+        metavar="SECONDS",
+    ),
+    Setting(
         "workers",
         "--workers",
         "RATEKEEPER_WORKERS",
         _positive_int,
-        "Worker processes. More than 1 needs a Redis backend: in memory each worker would "
-        "enforce its own copy of every limit.",
+        "Worker processes. More than 1 needs a Redis backend (in memory each worker would "
+        "enforce its own copy of every limit) and a SQLite or PostgreSQL store.",
         metavar="N",
     ),
     Setting(
@@ -239,7 +330,13 @@ class ServerSettings:
         backend: ``"memory"`` or a Redis URL.
         redis_cluster: whether the Redis URL names a cluster node.
         fail_open: admit session requests while the backend is unreachable.
-        workers: worker processes (> 1 only with Redis).
+        store: the conversation store's URL; ``None`` for the default SQLite file in
+            ``data_dir`` (see :attr:`store_url`).
+        data_dir: directory of the default SQLite store (``None``: :func:`default_data_dir`).
+        thread_retention_days: delete threads this many days after creation (``None``: never).
+        upload_timeout_s: delete attachments not uploaded, or in no message, after this long.
+        store_timeout_s: longest wait on the store's database for one operation.
+        workers: worker processes (> 1 only with Redis and a SQL store).
         allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
         max_body_bytes: largest request body accepted.
         max_sessions: cap on active sessions (``None``: 1,000,000 in memory, none on Redis).
@@ -254,6 +351,11 @@ class ServerSettings:
     backend: str = "memory"
     redis_cluster: bool = False
     fail_open: bool = False
+    store: str | None = None
+    data_dir: str | None = None
+    thread_retention_days: float | None = None
+    upload_timeout_s: float = 3600.0
+    store_timeout_s: float = 10.0
     workers: int = 1
     allow_missing_beta_header: bool = False
     max_body_bytes: int = 1_048_576
@@ -267,13 +369,26 @@ class ServerSettings:
         """Whether sessions live in this process."""
         return self.backend == "memory"
 
+    @property
+    def store_url(self) -> str:
+        """The conversation store's URL, the default SQLite file resolved."""
+        if self.store is not None:
+            return self.store
+        data_dir = Path(self.data_dir) if self.data_dir is not None else default_data_dir()
+        return f"sqlite:///{data_dir.absolute() / 'ratekeeper.sqlite3'}"
+
+    @property
+    def shown_store_url(self) -> str:
+        """:attr:`store_url` with any password hidden, for logs and errors."""
+        return _hide_password(self.store_url)
+
     def __repr__(self) -> str:
-        # Keys and the Redis URL's password are secrets: show how many keys, never which.
+        # Keys and URL passwords are secrets: show how many keys, never which.
         shown = ", ".join(
             f"{f.name}=<{len(self.api_keys)} key(s)>"
             if f.name == "api_keys"
-            else f"backend={_hide_password(self.backend)!r}"
-            if f.name == "backend"
+            else f"{f.name}={_hide_password(getattr(self, f.name))!r}"
+            if f.name in ("backend", "store") and getattr(self, f.name) is not None
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
         )
@@ -327,6 +442,12 @@ class ServerSettings:
                 f"--workers {self.workers} needs a shared backend: on the in-memory backend "
                 "every worker would enforce its own copy of every session and limit. Use "
                 "--backend redis://HOST:PORT/0, or --workers 1."
+            )
+        if self.workers > 1 and self.store == "memory":
+            raise SettingsError(
+                f"--workers {self.workers} needs a shared store: with --store memory every "
+                "worker would keep its own threads. Use the default SQLite store, "
+                "--store postgresql://…, or --workers 1."
             )
         if self.redis_cluster and self.uses_memory:
             raise SettingsError("--redis-cluster needs --backend with a Redis URL")

@@ -7,8 +7,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ..store import Page
 from .context import ServiceContext
-from .threads import Page
 from .validation import parse_list_query
 
 __all__ = (
@@ -35,7 +35,7 @@ async def list_threads(request: Request) -> JSONResponse:
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
     query = parse_list_query(request.query_params, with_user=True)
-    page = ctx.threads.list_threads(
+    page = await ctx.store.list_threads(
         user=query.user,
         limit=query.limit,
         order=query.order,
@@ -49,14 +49,15 @@ async def retrieve_thread(request: Request) -> JSONResponse:
     """Return one thread (``GetThreadMethod``)."""
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
-    return JSONResponse(ctx.threads.get_thread(request.path_params["thread_id"]).to_json())
+    thread = await ctx.store.get_thread(request.path_params["thread_id"])
+    return JSONResponse(thread.to_json())
 
 
 async def delete_thread(request: Request) -> JSONResponse:
     """Delete a thread and its items (``DeleteThreadMethod``)."""
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
-    thread = ctx.threads.delete_thread(request.path_params["thread_id"])
+    thread = await ctx.store.delete_thread(request.path_params["thread_id"])
     return JSONResponse({"id": thread.id, "object": "chatkit.thread.deleted", "deleted": True})
 
 
@@ -75,7 +76,7 @@ async def list_thread_items(request: Request) -> JSONResponse:
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
     query = parse_list_query(request.query_params, with_user=False)
-    page = ctx.threads.list_items(
+    page = await ctx.store.list_items(
         request.path_params["thread_id"],
         limit=query.limit,
         order=query.order,

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from ratekeeper import Engine, ManualClock, MemoryBackend
-from ratekeeper.chatkit import ServerFactory
-from ratekeeper.server import ServerSettings, ThreadStore, create_app
+from ratekeeper import (
+    Engine,
+    FileUploadLimits,
+    HistoryLimits,
+    ManualClock,
+    MemoryBackend,
+    SessionStatus,
+)
+from ratekeeper import Session as GateSession
+from ratekeeper.chatkit import ChatKitContext, ServerFactory
+from ratekeeper.server import ServerSettings, create_app
+from ratekeeper.store import ConversationStore, MemoryStore, store_from_url
 from tests.server.conftest import API_KEY, Live, Schemas, serve
 
-__all__ = ("Protocol", "Session", "Stream", "make_service")
+__all__ = ("Protocol", "Session", "Stream", "context", "make_service")
 
 WORKFLOW = {"id": "wf_ratekeeper_tests"}
 
@@ -134,7 +144,8 @@ def make_service(
     return create_app(
         ServerSettings(api_keys=(API_KEY,)),
         backend=backend,
-        threads=ThreadStore(clock),
+        store=MemoryStore(clock),
+        clock=clock,
         chatkit_server_factory=server_factory,
     )
 
@@ -170,6 +181,83 @@ def clocked_protocol(clocked: Live) -> Iterator[Protocol]:
     client = Protocol(clocked)
     yield client
     client.close()
+
+
+# -- conversation stores, for the tests that call the ChatKit stores directly -----------------
+
+
+def context(user: str = "alice", **attributes: Any) -> ChatKitContext:
+    """The context the endpoint would build for a request of ``user``'s session.
+
+    Uploads are enabled; ``history`` and any other keyword (a session attribute, such as
+    ``automatic_thread_titling``) are the session's.
+    """
+    history = attributes.pop("history", HistoryLimits())
+    session = GateSession(
+        id=f"cksess_{user}",
+        user=user,
+        status=SessionStatus.ACTIVE,
+        expires_at=2_000_000_000,
+        created_at=1_700_000_000.0,
+        max_requests_per_1_minute=10,
+        file_upload=FileUploadLimits(enabled=True),
+        history=history,
+        attributes=attributes,
+    )
+    return ChatKitContext(session)
+
+
+def _sql_missing() -> str | None:
+    """Why the SQL store cannot run here, or ``None`` when it can."""
+    try:
+        import ratekeeper.store._sql  # noqa: F401 - only checking that it imports
+    except ImportError as exc:
+        return f"ratekeeper.store._sql cannot be imported yet: {exc}"
+    return None
+
+
+_SQL_MISSING = _sql_missing()
+
+#: (conversation store, event loop) pairs. The memory store runs on both loops; the SQL store
+#: on asyncio, which its drivers need.
+STORES = [
+    pytest.param(("memory", "asyncio"), id="memory-asyncio"),
+    pytest.param(("memory", "trio"), id="memory-trio"),
+    pytest.param(
+        ("sqlite", "asyncio"),
+        id="sqlite-asyncio",
+        marks=pytest.mark.skipif(_SQL_MISSING is not None, reason=str(_SQL_MISSING)),
+    ),
+]
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Which conversation store, on which event loop."""
+    kind: tuple[str, str] = request.param
+    return kind
+
+
+@pytest.fixture
+def anyio_backend(store_kind: tuple[str, str]) -> str:
+    """The event loop the store's parameter names."""
+    return store_kind[1]
+
+
+@pytest.fixture
+async def conversations(
+    store_kind: tuple[str, str], tmp_path: Path
+) -> AsyncIterator[ConversationStore]:
+    """An empty, opened conversation store: in memory, or SQLite in a file of this test's."""
+    if store_kind[0] == "memory":
+        yield MemoryStore()
+        return
+    store = store_from_url(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -32,18 +32,18 @@ from starlette.routing import Route
 
 from ratekeeper import Engine, Gate
 from ratekeeper.chatkit import (
+    ChatKitAttachmentStore,
     ChatKitContext,
     ChatKitLimitError,
+    ChatKitStore,
     EchoChatKitServer,
-    MemoryAttachmentStore,
-    ThreadStoreAdapter,
     adopt_stored_title,
     bearer_secret,
     check_authorization,
     echo_text,
     verdict_response,
 )
-from ratekeeper.server import ThreadStore
+from ratekeeper.store import MemoryStore
 from tests.server.conftest import Live, serve
 
 from .conftest import Protocol, make_service, user_input
@@ -80,7 +80,7 @@ class WhoAmI(ChatKitServer[ChatKitContext]):
         )
 
 
-class BrokenStore(ThreadStoreAdapter):
+class BrokenStore(ChatKitStore):
     """Fails to save one particular message: an error before openai-chatkit's own handling."""
 
     async def add_thread_item(
@@ -92,9 +92,9 @@ class BrokenStore(ThreadStoreAdapter):
 
 
 def who_am_i(
-    store: ThreadStoreAdapter, attachments: MemoryAttachmentStore
+    store: ChatKitStore, attachments: ChatKitAttachmentStore
 ) -> ChatKitServer[ChatKitContext]:
-    broken: Store[ChatKitContext] = BrokenStore(store.threads)
+    broken: Store[ChatKitContext] = BrokenStore(store.conversations)
     attachment_store: AttachmentStore[ChatKitContext] = attachments
     return WhoAmI(broken, attachment_store)
 
@@ -172,7 +172,7 @@ def test_errors_inside_a_stream_are_chatkit_error_events(custom_protocol: Protoc
 def gateway_app() -> Starlette:
     """A gateway that serves ChatKit itself and asks ratekeeper only to admit requests."""
     gate = Gate(Engine())
-    server = EchoChatKitServer(ThreadStoreAdapter(ThreadStore()))
+    server = EchoChatKitServer(ChatKitStore(MemoryStore()))
 
     async def mint(request: Request) -> Response:
         # Stands in for the app's own session minting (the service's POST /v1/chatkit/sessions).

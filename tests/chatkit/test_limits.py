@@ -12,7 +12,8 @@ import pytest
 
 from ratekeeper import Engine, ManualClock, MemoryBackend, UploadDecision
 from ratekeeper.errors import BackendError, SessionNotFound
-from ratekeeper.server import ServerSettings, ThreadStore, create_app
+from ratekeeper.server import ServerSettings, create_app
+from ratekeeper.store import MemoryStore
 from tests.server.conftest import API_KEY, Live, serve
 
 from .conftest import Protocol, user_input
@@ -392,7 +393,7 @@ def test_a_failing_upload_count_is_answered_and_counted(
     app = create_app(
         ServerSettings(api_keys=(API_KEY,)),
         backend=_UploadFailingBackend(error),
-        threads=ThreadStore(),
+        store=MemoryStore(),
     )
     with serve(app) as url:
         protocol = Protocol(Live(url, app))

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from ratekeeper.server import ServerSettings, create_app
+from ratekeeper.store import MemoryStore
 from tests.server.conftest import API_KEY
 
 
@@ -22,7 +23,7 @@ def without_openai_chatkit(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("without_openai_chatkit")
 def test_the_service_starts_without_openai_chatkit() -> None:
     """create_app serves everything but ``/chatkit``."""
-    app = create_app(ServerSettings(api_keys=(API_KEY,)))
+    app = create_app(ServerSettings(api_keys=(API_KEY,)), store=MemoryStore())
     paths = {getattr(route, "path", None) for route in app.routes}
     assert "/v1/chatkit/sessions" in paths
     assert "/chatkit" not in paths
@@ -32,4 +33,8 @@ def test_the_service_starts_without_openai_chatkit() -> None:
 def test_a_custom_server_without_openai_chatkit_is_an_error() -> None:
     """Asking for a ChatKit server when openai-chatkit is missing fails loudly."""
     with pytest.raises(ModuleNotFoundError):
-        create_app(ServerSettings(api_keys=(API_KEY,)), chatkit_server_factory=lambda s, a: None)
+        create_app(
+            ServerSettings(api_keys=(API_KEY,)),
+            store=MemoryStore(),
+            chatkit_server_factory=lambda s, a: None,
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from ratekeeper.store import assistant_message, user_message
 from tests.server.conftest import Live, Schemas
 
 from .conftest import Protocol, user_input
@@ -234,9 +235,7 @@ def test_another_users_thread_does_not_exist(protocol: Protocol) -> None:
 def test_thread_seeded_through_the_rest_store_reads_through_the_protocol(
     live: Live, protocol: Protocol
 ) -> None:
-    """Threads seeded with the ThreadStore API come back as ChatKit models."""
-    from ratekeeper.server import assistant_message, user_message
-
+    """Threads seeded straight into the conversation store come back as ChatKit models."""
     session = protocol.mint()
     thread = live.threads.create_thread(session.user, title="seeded", created_at=1_700_000_000)
     live.threads.add_item(thread.id, user_message("hi", quoted_text="earlier"), created_at=1)

@@ -1,15 +1,16 @@
-"""The Store adapter: ChatKit models in, REST shapes out (and back), per user, in order.
+"""The ChatKit Store: ChatKit models in, REST shapes out (and back), per user, in order.
 
-No server here: the adapter is called as ``ChatKitServer`` calls it, on asyncio and on trio
-(it awaits nothing of its own), and the REST view is read from the same ``ThreadStore`` the
-REST routes read, checked against the service's OpenAPI schemas.
+No server here: ``ChatKitStore`` is called as ``ChatKitServer`` calls it, over each
+conversation store (memory on asyncio and trio, SQLite on asyncio: see ``conftest.STORES``),
+and the REST view is read from the same conversation store the REST routes read, checked
+against the service's OpenAPI schemas. ChatKit's own models are kept as JSON beside the REST
+shapes, so the ChatKit view reads back exactly what was saved.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, get_args
 
 import pytest
 from chatkit.store import NotFoundError
@@ -17,7 +18,6 @@ from chatkit.types import (
     Annotation,
     AssistantMessageContent,
     AssistantMessageItem,
-    AttachmentCreateParams,
     ClientToolCallItem,
     ClosedStatus,
     CustomTask,
@@ -25,9 +25,17 @@ from chatkit.types import (
     EntitySource,
     FileAttachment,
     FileSource,
+    GeneratedImage,
+    GeneratedImageItem,
+    HiddenContextItem,
+    ImageAttachment,
     InferenceOptions,
     LockedStatus,
     SDKHiddenContextItem,
+    StructuredInputFreeform,
+    StructuredInputItem,
+    StructuredInputMultipleChoice,
+    StructuredInputMultipleChoiceOption,
     TaskItem,
     ThoughtTask,
     ThreadItem,
@@ -41,56 +49,40 @@ from chatkit.types import (
     Workflow,
     WorkflowItem,
 )
-from chatkit.widgets import DynamicWidgetRoot
+from chatkit.widgets import Badge, Card, DynamicWidgetRoot, Row, Text
+from pydantic import AnyUrl
 
-from ratekeeper import FileUploadLimits, HistoryLimits, Session, SessionStatus
-from ratekeeper.chatkit import (
-    ChatKitContext,
-    MemoryAttachmentStore,
-    ThreadStoreAdapter,
-    UploadRefused,
-)
-from ratekeeper.server import ThreadStatus, ThreadStore, user_message
+from ratekeeper import HistoryLimits
+from ratekeeper.chatkit import ChatKitContext, ChatKitStore
+from ratekeeper.chatkit.rest_shapes import chatkit_item
+from ratekeeper.store import ConversationStore, StoredItem, ThreadStatus, user_message
 from tests.server.conftest import Schemas
+
+from .conftest import context
 
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2025, 1, 2, 3, 4, 5)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """The adapter is plain async code: run it on both event loops."""
-    return str(request.param)
-
-
-def context(user: str = "alice", **attributes: Any) -> ChatKitContext:
-    history = attributes.pop("history", HistoryLimits())
-    session = Session(
-        id=f"cksess_{user}",
-        user=user,
-        status=SessionStatus.ACTIVE,
-        expires_at=2_000_000_000,
-        created_at=1_700_000_000.0,
-        max_requests_per_1_minute=10,
-        file_upload=FileUploadLimits(enabled=True),
-        history=history,
-        attributes=attributes,
-    )
-    return ChatKitContext(session)
-
-
 @pytest.fixture
-def threads() -> ThreadStore:
-    return ThreadStore()
+def store(conversations: ConversationStore) -> ChatKitStore:
+    """The ChatKit Store over this test's conversation store."""
+    return ChatKitStore(conversations)
 
 
-@pytest.fixture
-def store(threads: ThreadStore) -> ThreadStoreAdapter:
-    return ThreadStoreAdapter(threads)
+async def rest_items(conversations: ConversationStore, thread_id: str) -> list[StoredItem]:
+    """The thread's items as the REST surface lists them, oldest first."""
+    return (await conversations.list_items(thread_id, limit=100, order="asc")).data
 
 
-async def new_thread(store: ThreadStoreAdapter, ctx: ChatKitContext, **fields: Any) -> str:
+async def every_item(conversations: ConversationStore, thread_id: str) -> list[StoredItem]:
+    """All the thread's stored items, hidden ones included, oldest first."""
+    page = await conversations.list_items(thread_id, limit=100, order="asc", include_hidden=True)
+    return page.data
+
+
+async def new_thread(store: ChatKitStore, ctx: ChatKitContext, **fields: Any) -> str:
     thread = ThreadMetadata(id=store.generate_thread_id(ctx), created_at=T0, **fields)
     await store.save_thread(thread, ctx)
     return thread.id
@@ -173,7 +165,7 @@ def every_rest_item(thread_id: str) -> list[ThreadItem]:
 
 
 async def test_every_item_kind_gets_its_rest_shape_and_comes_back_unchanged(
-    store: ThreadStoreAdapter, threads: ThreadStore
+    store: ChatKitStore, conversations: ConversationStore
 ) -> None:
     """Each kind maps to its REST item (schema-valid); the ChatKit view loses nothing."""
     schemas = Schemas()
@@ -183,7 +175,7 @@ async def test_every_item_kind_gets_its_rest_shape_and_comes_back_unchanged(
     for item in items:
         await store.add_thread_item(thread_id, item, ctx)
 
-    rest = [stored.to_json() for stored in threads.list_items(thread_id, order="asc").data]
+    rest = [stored.to_json() for stored in await rest_items(conversations, thread_id)]
     for entry in rest:
         schemas.check("ThreadItem", entry)
     user, assistant, tool, widget, task, group = rest
@@ -229,10 +221,13 @@ async def test_every_item_kind_gets_its_rest_shape_and_comes_back_unchanged(
     assert page.data == items
     for item in items:
         assert await store.load_item(thread_id, item.id, ctx) == item
+    for stored, item in zip(await every_item(conversations, thread_id), items, strict=True):
+        assert stored.extra == item.model_dump(mode="json")  # the model, kept as JSON
+        assert chatkit_item(stored) == item  # ...and reads back as exactly that model
 
 
 async def test_items_rest_cannot_show_stay_in_order_for_chatkit_only(
-    store: ThreadStoreAdapter, threads: ThreadStore
+    store: ChatKitStore, conversations: ConversationStore
 ) -> None:
     """Hidden context and end-of-turn items are kept in place, never listed over REST."""
     ctx = context()
@@ -251,10 +246,7 @@ async def test_items_rest_cannot_show_stay_in_order_for_chatkit_only(
     for item in (first, hidden, reply, end):
         await store.add_thread_item(thread_id, item, ctx)
 
-    assert [i.id for i in threads.list_items(thread_id, order="asc").data] == [
-        first.id,
-        reply.id,
-    ]
+    assert [i.id for i in await rest_items(conversations, thread_id)] == [first.id, reply.id]
     asc = await store.load_thread_items(thread_id, None, 20, "asc", ctx)
     assert [i.id for i in asc.data] == [first.id, hidden.id, reply.id, end.id]
     page = await store.load_thread_items(thread_id, None, 2, "desc", ctx)
@@ -264,6 +256,10 @@ async def test_items_rest_cannot_show_stay_in_order_for_chatkit_only(
     assert [i.id for i in rest.data] == [hidden.id, first.id]
     assert (rest.has_more, rest.after) == (False, None)
     assert await store.load_item(thread_id, hidden.id, ctx) == hidden
+    kept = {stored.id: stored for stored in await every_item(conversations, thread_id)}
+    for item in (hidden, end):  # stored as hidden items: no REST content, the model as JSON
+        assert (kept[item.id].content, kept[item.id].hidden) == (None, True)
+        assert kept[item.id].extra == item.model_dump(mode="json")
 
     await store.delete_thread_item(thread_id, hidden.id, ctx)
     await store.delete_thread_item(thread_id, "cthi_never_existed", ctx)
@@ -271,7 +267,232 @@ async def test_items_rest_cannot_show_stay_in_order_for_chatkit_only(
     assert [i.id for i in remaining.data] == [first.id, reply.id, end.id]
 
 
-async def test_save_item_replaces_in_place(store: ThreadStoreAdapter, threads: ThreadStore) -> None:
+def every_item_type(thread_id: str) -> list[ThreadItem]:
+    """One ChatKit item of every type openai-chatkit 1.6 has, hidden ones among the others.
+
+    Timestamps carry microseconds (and one a UTC offset), which the REST view rounds down and
+    the ChatKit view keeps.
+    """
+    at = T0.replace(minute=20, microsecond=123_456)
+
+    def when(second: int) -> datetime:
+        return at.replace(second=second)
+
+    return [
+        UserMessageItem(
+            id="cthi_every_user",
+            thread_id=thread_id,
+            created_at=when(0),
+            content=[
+                UserMessageTextContent(text="compare "),
+                UserMessageTagContent(
+                    id="doc1", text="@Report", data={"k": [1, 2.5, None]}, group="docs"
+                ),
+            ],
+            attachments=[
+                FileAttachment(
+                    id="atc_f", name="r.pdf", mime_type="application/pdf", thread_id=thread_id
+                ),
+                ImageAttachment(
+                    id="atc_i",
+                    name="p.png",
+                    mime_type="image/png",
+                    preview_url=AnyUrl("https://example.com/p.png?token=t"),
+                    metadata={"source": "upload"},
+                ),
+            ],
+            quoted_text="an earlier line",
+            inference_options=InferenceOptions(tool_choice=ToolChoice(id="search"), model="m1"),
+        ),
+        SDKHiddenContextItem(
+            id="cthi_every_sdk", thread_id=thread_id, created_at=when(1), content="cancelled"
+        ),
+        AssistantMessageItem(
+            id="cthi_every_assistant",
+            thread_id=thread_id,
+            created_at=when(2),
+            content=[
+                AssistantMessageContent(
+                    text="see sources",
+                    annotations=[
+                        Annotation(source=URLSource(url="https://example.com/x", title="x")),
+                        Annotation(source=FileSource(filename="r.pdf", title="r"), index=3),
+                        Annotation(source=EntitySource(id="e1", title="entity", data={"n": 1})),
+                    ],
+                ),
+                AssistantMessageContent(text="second part"),
+            ],
+        ),
+        HiddenContextItem(
+            id="cthi_every_hidden",
+            thread_id=thread_id,
+            created_at=when(3),
+            content={"notes": ["a", "b"], "depth": 2, "done": False},
+        ),
+        ClientToolCallItem(
+            id="cthi_every_call",
+            thread_id=thread_id,
+            created_at=when(4),
+            call_id="call_1",
+            name="get_weather",
+            arguments={"city": "Oslo", "days": [1, 2]},
+        ),
+        GeneratedImageItem(
+            id="cthi_every_image",
+            thread_id=thread_id,
+            created_at=when(5).astimezone(),  # aware: the same instant, with a UTC offset
+            image=GeneratedImage(id="img_1", url="https://example.com/generated.png"),
+        ),
+        WidgetItem(
+            id="cthi_every_widget",
+            thread_id=thread_id,
+            created_at=when(6),
+            widget=DynamicWidgetRoot.model_validate(
+                {
+                    "type": "Card",
+                    "size": "sm",
+                    "children": [
+                        {"type": "Text", "value": "hi", "weight": "bold"},
+                        {"type": "Row", "children": [{"type": "Badge", "label": "new"}]},
+                    ],
+                }
+            ),
+            copy_text="hi new",
+        ),
+        StructuredInputItem(
+            id="cthi_every_input",
+            thread_id=thread_id,
+            created_at=when(7),
+            status="answered",
+            inputs=[
+                StructuredInputMultipleChoice(
+                    id="q1",
+                    question="Which?",
+                    options=[StructuredInputMultipleChoiceOption(value="a")],
+                    multiple=True,
+                ),
+                StructuredInputFreeform(id="q2", question="Why?", description="say"),
+            ],
+        ),
+        TaskItem(
+            id="cthi_every_task",
+            thread_id=thread_id,
+            created_at=when(8),
+            task=ThoughtTask(title="Thinking", content="about it"),
+        ),
+        WorkflowItem(
+            id="cthi_every_workflow",
+            thread_id=thread_id,
+            created_at=when(9),
+            workflow=Workflow(
+                type="custom",
+                tasks=[CustomTask(title="Step 1", content="done"), ThoughtTask(content="hm")],
+            ),
+        ),
+        EndOfTurnItem(id="cthi_every_end", thread_id=thread_id, created_at=when(10)),
+    ]
+
+
+#: The item types REST has a shape for; every other one is stored hidden.
+REST_TYPES = {"user_message", "assistant_message", "client_tool_call", "widget", "task", "workflow"}
+
+
+async def test_every_item_type_reads_back_as_saved_in_order_with_hidden_ones_in_place(
+    store: ChatKitStore, conversations: ConversationStore
+) -> None:
+    """All eleven item types come back equal to what was saved, hidden ones in their place."""
+    ctx = context()
+    thread_id = await new_thread(store, ctx)
+    items = every_item_type(thread_id)
+    every_type = {
+        member.model_fields["type"].default for member in get_args(get_args(ThreadItem)[0])
+    }
+    assert {item.type for item in items} == every_type  # every type this openai-chatkit has
+    for item in items:
+        await store.add_thread_item(thread_id, item, ctx)
+
+    asc = await store.load_thread_items(thread_id, None, 20, "asc", ctx)
+    assert asc.data == items
+    desc = await store.load_thread_items(thread_id, None, 20, "desc", ctx)
+    assert desc.data == items[::-1]
+    paged: list[ThreadItem] = []
+    after = None
+    while True:
+        page = await store.load_thread_items(thread_id, after, 3, "asc", ctx)
+        paged += page.data
+        if not page.has_more:
+            break
+        after = page.after
+    assert paged == items
+    for item in items:
+        assert await store.load_item(thread_id, item.id, ctx) == item
+    # No state of its own: another ChatKitStore on the same conversations (another worker,
+    # say) reads the same.
+    assert (
+        await ChatKitStore(conversations).load_thread_items(thread_id, None, 20, "asc", ctx)
+    ).data == items
+
+    stored = await every_item(conversations, thread_id)
+    assert [s.id for s in stored] == [item.id for item in items]
+    for kept, item in zip(stored, items, strict=True):
+        assert kept.extra == item.model_dump(mode="json")
+        assert chatkit_item(kept) == item
+        assert kept.hidden == (item.type not in REST_TYPES)
+        assert kept.created_at == int(item.created_at.timestamp())
+    visible = [item.id for item in items if item.type in REST_TYPES]
+    assert [s.id for s in await rest_items(conversations, thread_id)] == visible
+
+
+async def test_saved_items_of_every_type_replace_in_place(
+    store: ChatKitStore, conversations: ConversationStore
+) -> None:
+    """save_item over each type (hidden ones too) reads back as the new version, in place."""
+    ctx = context()
+    thread_id = await new_thread(store, ctx)
+    items = every_item_type(thread_id)
+    for item in items:
+        await store.add_thread_item(thread_id, item, ctx)
+    # The same ids, each saved again as a different item type: hidden and shown swap places.
+    swapped = [
+        new.model_copy(update={"id": old.id, "created_at": old.created_at})
+        for old, new in zip(items, items[::-1], strict=True)
+    ]
+    for item in swapped:
+        await store.save_item(thread_id, item, ctx)
+
+    assert (await store.load_thread_items(thread_id, None, 20, "asc", ctx)).data == swapped
+    visible = [item.id for item in swapped if item.type in REST_TYPES]
+    assert [s.id for s in await rest_items(conversations, thread_id)] == visible
+    for kept, item in zip(await every_item(conversations, thread_id), swapped, strict=True):
+        assert kept.extra == item.model_dump(mode="json")
+
+
+async def test_a_widget_of_a_named_class_reads_back_as_the_same_widget_json(
+    store: ChatKitStore,
+) -> None:
+    """A widget built from openai-chatkit's deprecated named classes (``Card``…) comes back as
+    the ``DynamicWidgetRoot`` ``WidgetTemplate`` builds, with the JSON the client gets unchanged
+    and no DeprecationWarning on the way back."""
+    ctx = context()
+    thread_id = await new_thread(store, ctx)
+    with pytest.warns(DeprecationWarning, match="named widget classes"):
+        card = Card(
+            size="sm",
+            children=[Text(value="hi", weight="bold"), Row(children=[Badge(label="new")])],
+        )
+    item = WidgetItem(id="cthi_card", thread_id=thread_id, created_at=T0, widget=card)
+    await store.add_thread_item(thread_id, item, ctx)
+
+    loaded = await store.load_item(thread_id, item.id, ctx)  # warnings are errors here
+    assert isinstance(loaded, WidgetItem)
+    assert isinstance(loaded.widget, DynamicWidgetRoot)
+    sent = {"by_alias": True, "exclude_none": True}  # as openai-chatkit serializes for clients
+    assert loaded.model_dump(mode="json", **sent) == item.model_dump(mode="json", **sent)
+
+
+async def test_save_item_replaces_in_place(
+    store: ChatKitStore, conversations: ConversationStore
+) -> None:
     """save_item updates an item where it is, in both views."""
     ctx = context()
     thread_id = await new_thread(store, ctx)
@@ -288,18 +509,20 @@ async def test_save_item_replaces_in_place(store: ThreadStoreAdapter, threads: T
     done = call.model_copy(update={"status": "completed", "output": "ok"})
     await store.save_item(thread_id, done, ctx)
 
-    rest = threads.list_items(thread_id, order="asc").data
+    rest = await rest_items(conversations, thread_id)
     assert [i.id for i in rest] == ["cthi_call", "cthi_user_9"]
+    assert rest[0].content is not None
     assert rest[0].content["status"] == "completed"
     assert rest[0].content["output"] == '"ok"'
     assert await store.load_item(thread_id, "cthi_call", ctx) == done
+    assert rest[0].extra == done.model_dump(mode="json")
     new = message(thread_id, "saved fresh", 10)
     await store.save_item(thread_id, new, ctx)  # upsert: a new item is added
     assert (await store.load_item(thread_id, new.id, ctx)) == new
 
 
 async def test_another_users_threads_and_attachments_do_not_exist(
-    store: ThreadStoreAdapter,
+    store: ChatKitStore,
 ) -> None:
     """Every call is scoped by the session's user."""
     alice, bob = context("alice"), context("bob")
@@ -327,7 +550,7 @@ async def test_another_users_threads_and_attachments_do_not_exist(
 
 
 async def test_save_thread_keeps_titles_and_maps_status(
-    store: ThreadStoreAdapter, threads: ThreadStore
+    store: ChatKitStore, conversations: ConversationStore
 ) -> None:
     """Title, status and creation time reach REST; a None title never clears one."""
     ctx = context()
@@ -335,43 +558,45 @@ async def test_save_thread_keeps_titles_and_maps_status(
         id="cthr_1", created_at=T0, title="Plans", metadata={"k": "v"}, status=LockedStatus()
     )
     await store.save_thread(thread, ctx)
-    stored = threads.get_thread("cthr_1")
+    stored = await conversations.get_thread("cthr_1")
     assert (stored.user, stored.title, stored.created_at) == ("alice", "Plans", int(T0.timestamp()))
     assert stored.status == ThreadStatus("locked", None)
 
     untitled = thread.model_copy(update={"title": None, "status": ClosedStatus(reason="done")})
     await store.save_thread(untitled, ctx)
-    assert threads.get_thread("cthr_1").title == "Plans"
-    assert threads.get_thread("cthr_1").status == ThreadStatus("closed", "done")
+    assert (await conversations.get_thread("cthr_1")).title == "Plans"
+    assert (await conversations.get_thread("cthr_1")).status == ThreadStatus("closed", "done")
     loaded = await store.load_thread("cthr_1", ctx)
     assert (loaded.title, loaded.metadata, loaded.created_at) == ("Plans", {"k": "v"}, T0)
     assert loaded.status == ClosedStatus(reason="done")
 
 
 async def test_titling_takes_the_first_user_message_only_when_enabled(
-    store: ThreadStoreAdapter, threads: ThreadStore
+    store: ChatKitStore, conversations: ConversationStore
 ) -> None:
     """The first user message titles an untitled thread; later ones and disabled sessions don't."""
     on, off = context(), context(automatic_thread_titling=False)
     titled = await new_thread(store, on)
     await store.add_thread_item(titled, message(titled, "  What is\nthe plan? ", 1), on)
     await store.add_thread_item(titled, message(titled, "second", 2), on)
-    assert threads.get_thread(titled).title == "What is the plan?"
+    assert (await conversations.get_thread(titled)).title == "What is the plan?"
 
     untitled = await new_thread(store, off)
     await store.add_thread_item(untitled, message(untitled, "no title please", 1), off)
-    assert threads.get_thread(untitled).title is None
+    assert (await conversations.get_thread(untitled)).title is None
     await store.add_thread_item(untitled, message(untitled, "still none", 2), on)
-    assert threads.get_thread(untitled).title is None  # not the first message any more
+    assert (
+        await conversations.get_thread(untitled)
+    ).title is None  # not the first message any more
 
     only_file = await new_thread(store, on)
     attachment = FileAttachment(id="atc_f", name="report.pdf", mime_type="application/pdf")
     empty = message(only_file, "", 1, attachments=[attachment])
     await store.add_thread_item(only_file, empty, on)
-    assert threads.get_thread(only_file).title == "report.pdf"
+    assert (await conversations.get_thread(only_file)).title == "report.pdf"
 
 
-async def test_recent_threads_window_and_order(store: ThreadStoreAdapter) -> None:
+async def test_recent_threads_window_and_order(store: ChatKitStore) -> None:
     """load_threads shows the ``recent_threads`` newest, paged in either order."""
     plain = context()
     ids = []
@@ -394,12 +619,14 @@ async def test_recent_threads_window_and_order(store: ThreadStoreAdapter) -> Non
 
 
 async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
-    store: ThreadStoreAdapter, threads: ThreadStore
+    store: ChatKitStore, conversations: ConversationStore
 ) -> None:
-    """Items seeded straight into the ThreadStore convert to ChatKit's models."""
+    """Items seeded straight into the conversation store convert to ChatKit's models."""
     ctx = context()
-    thread = threads.create_thread("alice", title="seeded", status=ThreadStatus("closed", "x"))
-    add = threads.add_item
+    thread = await conversations.create_thread(
+        "alice", title="seeded", status=ThreadStatus("closed", "x")
+    )
+    add = conversations.add_item
     image = {
         "type": "image",
         "id": "atc_i",
@@ -407,8 +634,8 @@ async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
         "mime_type": "image/png",
         "preview_url": "https://e.com/p.png",
     }
-    add(thread.id, user_message("hi", attachments=[image]), created_at=1)
-    add(
+    await add(thread.id, user_message("hi", attachments=[image]), created_at=1)
+    await add(
         thread.id,
         {
             "type": "chatkit.client_tool_call",
@@ -420,12 +647,12 @@ async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
         },
         created_at=2,
     )
-    add(
+    await add(
         thread.id,
         {"type": "chatkit.task", "task_type": "custom", "heading": "H", "summary": None},
         created_at=3,
     )
-    add(
+    await add(
         thread.id,
         {
             "type": "chatkit.task_group",
@@ -433,8 +660,8 @@ async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
         },
         created_at=4,
     )
-    add(thread.id, {"type": "chatkit.widget", "widget": '{"type": "Card"}'}, created_at=5)
-    add(thread.id, {"type": "chatkit.widget", "widget": "not json"}, created_at=6)
+    await add(thread.id, {"type": "chatkit.widget", "widget": '{"type": "Card"}'}, created_at=5)
+    await add(thread.id, {"type": "chatkit.widget", "widget": "not json"}, created_at=6)
 
     loaded = await store.load_thread(thread.id, ctx)
     assert (loaded.title, loaded.status) == ("seeded", ClosedStatus(reason="x"))
@@ -462,45 +689,15 @@ async def test_rest_seeded_items_of_every_kind_load_as_chatkit_items(
 
 
 async def test_a_thread_deleted_through_rest_is_gone_for_the_protocol(
-    store: ThreadStoreAdapter, threads: ThreadStore
+    store: ChatKitStore, conversations: ConversationStore
 ) -> None:
-    """REST deletion wins: the adapter forgets what it kept and reports NotFoundError."""
+    """REST deletion wins: the ChatKit store reports NotFoundError, hidden items too."""
     ctx = context()
     thread_id = await new_thread(store, ctx)
     end = EndOfTurnItem(id="cthi_e", thread_id=thread_id, created_at=T0)
     await store.add_thread_item(thread_id, end, ctx)
-    threads.delete_thread(thread_id)
+    await conversations.delete_thread(thread_id)
     with pytest.raises(NotFoundError):
         await store.load_thread_items(thread_id, None, 10, "asc", ctx)
     with pytest.raises(NotFoundError):
         await store.load_item(thread_id, end.id, ctx)
-
-
-async def test_an_upload_finishing_after_another_or_after_delete_is_refused() -> None:
-    """Two uploads racing on one token, or a delete during an upload: 404, never a KeyError."""
-    attachments = MemoryAttachmentStore()
-    ctx = context("alice")
-    params = AttachmentCreateParams(name="a.txt", size=4, mime_type="text/plain")
-    created = await attachments.create_attachment(params, ctx)
-    assert created.upload_descriptor is not None
-    token = parse_qs(urlsplit(str(created.upload_descriptor.url)).query)["token"][0]
-    first = attachments.pending(created.id, token)
-    second = attachments.pending(created.id, token)  # read before the first one finished
-    assert first is not None
-    assert second is not None
-    attachments.accept(first, b"1234")
-    with pytest.raises(UploadRefused) as raced:
-        attachments.accept(second, b"5678")
-    assert (raced.value.status_code, raced.value.code) == (404, "upload_not_found")
-    assert await attachments.read(created.id, ctx) == b"1234"
-    assert attachments.total_bytes == 4
-
-    deleted = await attachments.create_attachment(params, ctx)
-    assert deleted.upload_descriptor is not None
-    token = parse_qs(urlsplit(str(deleted.upload_descriptor.url)).query)["token"][0]
-    pending = attachments.pending(deleted.id, token)
-    assert pending is not None
-    await attachments.delete_attachment(deleted.id, ctx)
-    with pytest.raises(UploadRefused):
-        attachments.accept(pending, b"1234")
-    assert attachments.total_bytes == 4

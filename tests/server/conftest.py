@@ -1,19 +1,21 @@
 """Fixtures for the service tests: a real uvicorn on loopback, SDK clients, schema checks.
 
 The server runs in-process (``uvicorn.Server`` in a background thread, on a socket bound to
-port 0), so a test can reach into the app's state (``live.context.threads``, its gate and
-clock) while talking to it over real HTTP with the official ``openai`` SDK or httpx.
+port 0), so a test can reach into the app's state (``live.threads``: its conversation store,
+called synchronously on the server's own event loop; its gate and clock) while talking to it
+over real HTTP with the official ``openai`` SDK or httpx.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +30,50 @@ from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
-from ratekeeper.server import ServerSettings, ServiceContext, ThreadStore, create_app
+from ratekeeper.server import ServerSettings, ServiceContext, create_app
 from ratekeeper.server.app import openapi_document
+from ratekeeper.store import ConversationStore, MemoryStore
 
 API_KEY = "rk-test-key-0123456789"
 BETA = {"OpenAI-Beta": "chatkit_beta=v1"}
 _DOC_URI = "urn:ratekeeper:openapi"
 _STARTUP_TIMEOUT_S = 20.0
+
+
+class SyncStore:
+    """A conversation store's methods, called from a test's thread on the server's loop.
+
+    ``live.threads.create_thread("u")`` runs ``await store.create_thread("u")`` on the event
+    loop serving requests (where a database store's connections live) and returns its result.
+    """
+
+    def __init__(self, store: ConversationStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            coro: Coroutine[Any, Any, Any] = method(*args, **kwargs)
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_STARTUP_TIMEOUT_S)
+
+        return call
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, remembering the event loop it runs on."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        _LOOPS[id(self.config.app)] = self.loop
+        await super().serve(sockets)
+
+
+# The loop serving each running app (by id), for SyncStore.
+_LOOPS: dict[int, asyncio.AbstractEventLoop] = {}
 
 
 @dataclass
@@ -51,8 +90,14 @@ class Live:
         return ctx
 
     @property
-    def threads(self) -> ThreadStore:
-        return self.context.threads
+    def store(self) -> ConversationStore:
+        """The app's conversation store (its coroutines run on the server's loop)."""
+        return self.context.store
+
+    @property
+    def threads(self) -> SyncStore:
+        """The app's conversation store, called synchronously (see :class:`SyncStore`)."""
+        return SyncStore(self.context.store, _LOOPS[id(self.app)])
 
     @property
     def base_url(self) -> str:
@@ -87,7 +132,7 @@ def serve(app: Starlette) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -98,6 +143,7 @@ def serve(app: Starlette) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=_STARTUP_TIMEOUT_S)
         sock.close()
+        _LOOPS.pop(id(app), None)
 
 
 def _wait_healthy(server: uvicorn.Server, thread: threading.Thread, url: str) -> None:
@@ -119,7 +165,8 @@ def make_live(
     app = create_app(
         ServerSettings(api_keys=(API_KEY,), **settings),
         backend=backend,
-        threads=ThreadStore(clock),
+        store=MemoryStore(clock),
+        clock=clock,
     )
     return app, clock
 

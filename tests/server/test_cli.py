@@ -19,7 +19,7 @@ from ratekeeper.server import (
     app_from_env,
     backend_from_settings,
 )
-from ratekeeper.server.cli import build_parser, main, settings_from_args, workers_warning
+from ratekeeper.server.cli import build_parser, main, settings_from_args, store_announcement
 
 RATEKEEPER = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
 
@@ -161,13 +161,32 @@ def test_workers_on_memory_backend_exit_with_a_message() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_several_workers_are_warned_that_threads_stay_per_worker() -> None:
-    """With Redis and several workers, the start-up warning names what is not shared."""
-    warning = workers_warning(4)
-    assert "4 workers" in warning
-    assert "threads" in warning
-    assert "attachments" in warning
-    assert "--workers 1" in warning
+def test_start_says_where_conversation_state_lives(tmp_path: Path) -> None:
+    """The start-up line names the store (default: the data directory's SQLite file)."""
+    default = store_announcement(ServerSettings(data_dir=str(tmp_path)))
+    assert "the default store" in default
+    assert str(tmp_path / "ratekeeper.sqlite3") in default
+    assert "sessions are kept in memory" in default
+    shared = store_announcement(
+        ServerSettings(store="postgresql://u:pw@db/rk", backend="redis://127.0.0.1:6379/0")
+    )
+    assert "postgresql://u:***@db/rk" in shared
+    assert "pw" not in shared
+    assert "in Redis" in shared
+    assert "lost when the service stops" in store_announcement(ServerSettings(store="memory"))
+
+
+def test_several_workers_need_a_shared_store() -> None:
+    """--workers > 1 with --store memory is a settings error naming the fix."""
+    with pytest.raises(SettingsError, match="needs a shared store"):
+        ServerSettings(backend="redis://127.0.0.1:6379/0", store="memory", workers=2).checked()
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "sqlite:relative", "postgresql:x", "memory2"])
+def test_unknown_store_urls_are_refused(url: str) -> None:
+    """--store takes memory, sqlite:///PATH or postgresql://…; anything else is an error."""
+    with pytest.raises(SettingsError, match="RATEKEEPER_STORE"):
+        ServerSettings.from_env({"RATEKEEPER_STORE": url})
 
 
 def test_serve_generates_and_prints_a_key_once_then_accepts_it() -> None:

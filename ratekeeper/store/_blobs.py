@@ -1,0 +1,329 @@
+"""Where the SQL store keeps attachment bytes: files beside SQLite, chunk rows in PostgreSQL.
+
+Both stream: bytes arrive and leave in 256 KiB blocks, never whole, and no transaction stays
+open while the client sends or reads. Both replace atomically: a new upload is written aside
+(a temporary file, or chunk rows under a fresh generation) and becomes the stored bytes in one
+short transaction with the metadata, so a failed upload leaves the old bytes and metadata as
+they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from pathlib import Path
+from typing import IO, Any, ParamSpec, TypeVar
+
+import anyio
+from sqlalchemy import ColumnElement, delete, exists, func, insert, select, tuple_
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..clock import Clock
+from ._database import Transaction
+from ._schema import attachment_chunks, attachments
+from ._values import AttachmentNotFound, AttachmentTooLarge, StoredAttachment, StoreUnavailable
+
+__all__ = ("CHUNK_BYTES", "ChunkBlobs", "FileBlobs", "Finish")
+
+#: Bytes per block written and read (and per ``attachment_chunks`` row).
+CHUNK_BYTES = 256 * 1024
+
+#: ``finish(conn, attachment_id, size, columns)`` records arrived bytes in the metadata (their
+#: size, no pending upload, plus ``columns``), in the caller's transaction; it raises
+#: AttachmentNotFound when the attachment is gone.
+Finish = Callable[[AsyncConnection, str, int, dict[str, Any]], Awaitable[StoredAttachment]]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def _blocks(
+    attachment_id: str, chunks: AsyncIterable[bytes], max_bytes: int
+) -> AsyncGenerator[bytes, None]:
+    """Regroup ``chunks`` into blocks of :data:`CHUNK_BYTES` (the last one shorter).
+
+    Raises:
+        AttachmentTooLarge: as soon as more than ``max_bytes`` arrived.
+    """
+    buffer = bytearray()
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise AttachmentTooLarge(attachment_id, max_bytes)
+        buffer += chunk
+        while len(buffer) >= CHUNK_BYTES:
+            yield bytes(buffer[:CHUNK_BYTES])
+            del buffer[:CHUNK_BYTES]
+    if buffer:
+        yield bytes(buffer)
+
+
+class FileBlobs:
+    """Attachment bytes as files in one directory beside the SQLite database.
+
+    A file is named by the SHA-256 of its attachment id (any id is a safe file name). Its
+    rows' transactions hold SQLite's write lock while a file is replaced or removed, so a
+    file always matches the metadata committed with it. Not thread-safe (one event loop).
+
+    Args:
+        directory: where the files go (``<db path>.attachments``).
+        unavailable: turns a failing file operation into the store's error.
+    """
+
+    def __init__(
+        self, directory: Path, unavailable: Callable[[BaseException], StoreUnavailable]
+    ) -> None:
+        self.directory = directory
+        self._unavailable = unavailable
+
+    async def open(self) -> None:
+        """Create the directory when missing."""
+        await self._io(self.directory.mkdir, parents=True, exist_ok=True)
+
+    def path(self, attachment_id: str) -> Path:
+        """Return the file holding an attachment's bytes."""
+        return (
+            self.directory
+            / hashlib.sha256(attachment_id.encode("utf-8", "surrogatepass")).hexdigest()
+        )
+
+    async def _io(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run blocking file I/O on a worker thread; its failures are the store's."""
+        try:
+            return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def attachments_of(self, conn: AsyncConnection, where: ColumnElement[bool]) -> list[str]:
+        """Return the ids of the attachments ``where`` selects (their files go with them)."""
+        return list((await conn.execute(select(attachments.c.id).where(where))).scalars())
+
+    async def remove(self, attachment_ids: list[str]) -> None:
+        """Remove the files of these attachments (those that have one)."""
+        if attachment_ids:
+            paths = [self.path(attachment_id) for attachment_id in attachment_ids]
+            await self._io(_unlink_all, paths)
+
+    async def write(
+        self,
+        transaction: Transaction,
+        attachment_id: str,
+        chunks: AsyncIterable[bytes],
+        max_bytes: int,
+        finish: Finish,
+    ) -> StoredAttachment:
+        """Write the bytes to a temporary file, then swap it in with the metadata."""
+        await self._io(self.directory.mkdir, parents=True, exist_ok=True)
+        fd, name = await self._io(
+            tempfile.mkstemp, dir=self.directory, prefix=".upload-", suffix=".part"
+        )
+        temporary = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                size = 0
+                async with aclosing(_blocks(attachment_id, chunks, max_bytes)) as blocks:
+                    async for block in blocks:
+                        await self._io(file.write, block)
+                        size += len(block)
+                # On disk before the metadata says so: a power cut must not leave a size
+                # without its bytes.
+                await self._io(_flush, file)
+            async with transaction(write=True) as conn:
+                stored = await finish(conn, attachment_id, size, {"blob_size": size})
+                # Under the write lock, before the commit: a crash in between leaves the new
+                # bytes with the old metadata (the upload still pending, so it is retried).
+                await self._io(os.replace, temporary, self.path(attachment_id))
+            return stored
+        finally:
+            # Gone already when the upload succeeded. Synchronous: it must run even when the
+            # upload was cancelled, and one unlink is quick.
+            temporary.unlink(missing_ok=True)  # noqa: ASYNC240
+
+    async def read(self, transaction: Transaction, attachment_id: str) -> AsyncIterator[bytes]:
+        """Stream the file (opened at the start: a replacement meanwhile does not tear it)."""
+        query = select(attachments.c.blob_size).where(attachments.c.id == attachment_id)
+        async with transaction() as conn:
+            size = (await conn.execute(query)).scalar()
+        if size is None:
+            raise AttachmentNotFound(attachment_id)
+        try:
+            file = await anyio.to_thread.run_sync(open, self.path(attachment_id), "rb")
+        except FileNotFoundError:
+            raise AttachmentNotFound(attachment_id) from None
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            while block := await self._io(file.read, CHUNK_BYTES):
+                yield block
+        finally:
+            file.close()
+
+    async def purge(self, transaction: Transaction, cutoff: int, batch: int) -> None:
+        """Nothing to do: files go with their rows."""
+
+
+class ChunkBlobs:
+    """Attachment bytes as rows of ``attachment_chunks`` in PostgreSQL.
+
+    Each upload writes its chunks under a fresh random generation, one short transaction per
+    chunk; the final transaction points the attachment at that generation and deletes the
+    previous one. A failed upload deletes its chunks; those it could not (the database went
+    away) are purged after an hour. Not thread-safe (one event loop).
+
+    Args:
+        clock: stamps chunks, so purge can tell an abandoned upload from a running one.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def open(self) -> None:
+        """Nothing to prepare: the chunks' table is part of the schema."""
+
+    async def attachments_of(self, conn: AsyncConnection, where: ColumnElement[bool]) -> list[str]:
+        """Nothing to read: chunks go with their attachment rows (ON DELETE CASCADE)."""
+        return []
+
+    async def remove(self, attachment_ids: list[str]) -> None:
+        """Nothing to do: chunks go with their attachment rows (ON DELETE CASCADE)."""
+
+    async def write(
+        self,
+        transaction: Transaction,
+        attachment_id: str,
+        chunks: AsyncIterable[bytes],
+        max_bytes: int,
+        finish: Finish,
+    ) -> StoredAttachment:
+        """Insert the chunks of a fresh generation, then switch the attachment to it."""
+        generation = secrets.randbits(62)
+        stamp = math.floor(self._clock.time())
+        written = 0
+        size = 0
+        try:
+            async with aclosing(_blocks(attachment_id, chunks, max_bytes)) as blocks:
+                async for block in blocks:
+                    row = {
+                        "attachment_id": attachment_id,
+                        "generation": generation,
+                        "n": written,
+                        "created_at": stamp,
+                        "data": block,
+                    }
+                    try:
+                        async with transaction(write=True) as conn:
+                            await conn.execute(insert(attachment_chunks).values(row))
+                    except sa_exc.IntegrityError:  # the attachment was deleted meanwhile
+                        raise AttachmentNotFound(attachment_id) from None
+                    written += 1
+                    size += len(block)
+            async with transaction(write=True) as conn:
+                current = select(attachments.c.blob_generation).where(
+                    attachments.c.id == attachment_id
+                )
+                previous = (await conn.execute(current.with_for_update())).first()
+                if previous is None:
+                    raise AttachmentNotFound(attachment_id)
+                landed = (
+                    select(func.count())
+                    .select_from(attachment_chunks)
+                    .where(
+                        attachment_chunks.c.attachment_id == attachment_id,
+                        attachment_chunks.c.generation == generation,
+                    )
+                )
+                if (await conn.execute(landed)).scalar_one() != written:
+                    # Purged as abandoned (an upload running for over an hour): never point
+                    # the attachment at bytes with holes.
+                    raise AttachmentNotFound(attachment_id)
+                blob = {"blob_size": size, "blob_generation": generation}
+                stored = await finish(conn, attachment_id, size, blob)
+                if previous.blob_generation is not None:
+                    await conn.execute(
+                        delete(attachment_chunks).where(
+                            attachment_chunks.c.attachment_id == attachment_id,
+                            attachment_chunks.c.generation == previous.blob_generation,
+                        )
+                    )
+            return stored
+        except BaseException:
+            if written:
+                await self._discard(transaction, attachment_id, generation)
+            raise
+
+    async def _discard(self, transaction: Transaction, attachment_id: str, generation: int) -> None:
+        """Delete the chunks of a failed upload, best effort (purge takes what is left)."""
+        # Shielded: a cancelled upload still cleans up (within the store's timeout).
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            async with transaction(write=True) as conn:
+                await conn.execute(
+                    delete(attachment_chunks).where(
+                        attachment_chunks.c.attachment_id == attachment_id,
+                        attachment_chunks.c.generation == generation,
+                    )
+                )
+
+    async def read(self, transaction: Transaction, attachment_id: str) -> AsyncIterator[bytes]:
+        """Stream the chunks, one short query each."""
+        query = select(attachments.c.blob_size, attachments.c.blob_generation).where(
+            attachments.c.id == attachment_id
+        )
+        async with transaction() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.blob_size is None:
+            raise AttachmentNotFound(attachment_id)
+        chunk = select(attachment_chunks.c.data).where(
+            attachment_chunks.c.attachment_id == attachment_id,
+            attachment_chunks.c.generation == row.blob_generation,
+        )
+        sent = 0
+        n = 0
+        while sent < row.blob_size:
+            async with transaction() as conn:
+                data = (await conn.execute(chunk.where(attachment_chunks.c.n == n))).scalar()
+            if data is None:  # replaced or deleted since the stream began
+                raise AttachmentNotFound(attachment_id)
+            sent += len(data)
+            n += 1
+            yield bytes(data)
+
+    async def purge(self, transaction: Transaction, cutoff: int, batch: int) -> None:
+        """Delete chunks of uploads abandoned before ``cutoff``, ``batch`` rows at a time."""
+        orphan = attachment_chunks.alias("orphan")
+        current = exists().where(
+            attachments.c.id == orphan.c.attachment_id,
+            attachments.c.blob_generation == orphan.c.generation,
+        )
+        orphans = (
+            select(orphan.c.attachment_id, orphan.c.generation, orphan.c.n)
+            .where(orphan.c.created_at < cutoff, ~current)
+            .limit(batch)
+        )
+        key = tuple_(
+            attachment_chunks.c.attachment_id,
+            attachment_chunks.c.generation,
+            attachment_chunks.c.n,
+        )
+        while True:
+            async with transaction(write=True) as conn:
+                result = await conn.execute(delete(attachment_chunks).where(key.in_(orphans)))
+            if result.rowcount < batch:
+                return
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _flush(file: IO[bytes]) -> None:
+    file.flush()
+    os.fsync(file.fileno())

@@ -1,0 +1,269 @@
+"""How the SQL store reaches its database: URLs, engines, bounded transactions, failures.
+
+:class:`Database` wraps one SQLAlchemy async engine (aiosqlite or asyncpg) and hands out
+transactions that are bounded in time and that turn every failure of the database into
+:class:`~ratekeeper.store.StoreUnavailable`, so nothing above it sees a driver's exception or
+waits forever on a stopped server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ._schema import lock_for_migration, migrate
+from ._values import StoreUnavailable, UnstorableValue
+
+__all__ = ("Database", "Transaction", "driver_url")
+
+#: ``transaction(write=False)``: :meth:`Database.transaction`, as the store's parts receive it.
+Transaction = Callable[..., AbstractAsyncContextManager[AsyncConnection]]
+
+#: Execution option marking a write transaction (SQLite begins it IMMEDIATE).
+_WRITE = "ratekeeper_write"
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the database failed" rather than "the call was wrong"."""
+    # OSError covers ConnectionError and TimeoutError (the backstop's, and asyncpg's
+    # command_timeout); DBAPIError covers what SQLAlchemy wraps of either driver.
+    errors: list[type[BaseException]] = [sa_exc.DBAPIError, sa_exc.TimeoutError, OSError]
+    try:  # asyncpg errors raised outside a statement (rare) reach us unwrapped
+        asyncpg = importlib.import_module("asyncpg")
+    except ImportError:  # pragma: no cover - asyncpg ships with the store extra
+        return tuple(errors)
+    errors += [asyncpg.PostgresError, asyncpg.InterfaceError]
+    return tuple(errors)
+
+
+_UNAVAILABLE = _unavailable_errors()
+# Plus what aiosqlite raises when SQLAlchemy is bypassed (see Database._ensure_wal).
+_SQLITE_UNAVAILABLE: tuple[type[BaseException], ...] = (*_UNAVAILABLE, sqlite3.Error)
+
+
+def driver_url(url: str) -> URL:
+    """Return ``url`` with the async driver named (``sqlite+aiosqlite``, ``postgresql+asyncpg``).
+
+    Raises:
+        ValueError: not a SQLite or PostgreSQL URL, another driver, or SQLite in memory (which
+            several connections, let alone workers, cannot share).
+    """
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite" and driver in ("", "aiosqlite"):
+        if parsed.database in (None, "", ":memory:"):
+            raise ValueError("a SQLite store needs a file: sqlite:///PATH (or use 'memory')")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres") and driver in ("", "asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(
+        f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///PATH or "
+        "postgresql://… (drivers aiosqlite and asyncpg)"
+    )
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception inside SQLAlchemy's wrapper (or ``exc`` itself)."""
+    return exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def _is_bad_value(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the database refused a value rather than failed (e.g. NUL in PostgreSQL text)."""
+    cause: BaseException | None = _driver_error(exc)
+    if str(getattr(cause, "sqlstate", None) or "").startswith("22"):  # class 22: data exception
+        return True
+    while cause is not None:  # asyncpg's client-side DataError is a ValueError
+        if isinstance(cause, ValueError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+class Database:
+    """One SQLite file or PostgreSQL database (and schema), through a pool of connections.
+
+    Args:
+        url: a URL :func:`driver_url` accepts.
+        timeout_s: longest one transaction may take, from waiting for a connection to the
+            commit; also the drivers' connect and statement timeouts and SQLite's busy timeout.
+        schema: PostgreSQL schema holding the tables (created when missing).
+
+    Not thread-safe: the engine belongs to the event loop that first uses it.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float, schema: str | None) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self.url = driver_url(url)
+        self.sqlite = self.url.get_backend_name() == "sqlite"
+        if schema is not None and self.sqlite:
+            raise ValueError("schema is for PostgreSQL; a SQLite store is its own file")
+        self.schema = schema
+        self.timeout_s = float(timeout_s)
+        #: The SQLite file (``None`` on PostgreSQL).
+        self.path = Path(str(self.url.database)) if self.sqlite else None
+        self._engine = self._create_engine()
+        # Writes go through this twin of the engine (same pool) so SQLite can BEGIN IMMEDIATE.
+        self._writer = self._engine.execution_options(**{_WRITE: True})
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password (for messages and ``repr``)."""
+        return self.url.render_as_string(hide_password=True)
+
+    def _create_engine(self) -> AsyncEngine:
+        timeout_s = self.timeout_s
+        if self.sqlite:
+            engine = create_async_engine(
+                self.url,
+                connect_args={"timeout": timeout_s},
+                # A file has no server to lose and get back: a ping would only cost a trip
+                # to the driver's thread on every checkout (about a third of a short write).
+                pool_pre_ping=False,
+                pool_timeout=timeout_s,
+            )
+            event.listen(engine.sync_engine, "connect", self._on_sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+            return engine
+        options: dict[str, Any] = {}
+        if self.schema is not None:
+            options["schema_translate_map"] = {None: self.schema}
+        return create_async_engine(
+            self.url,
+            # asyncpg's own deadlines, so a dead or stopped server fails the call cleanly;
+            # the backstop in transaction() bounds the operation as a whole.
+            connect_args={"timeout": timeout_s, "command_timeout": timeout_s},
+            pool_pre_ping=True,  # recover by itself when the database comes back
+            pool_timeout=timeout_s,
+            execution_options=options,
+        )
+
+    def _on_sqlite_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy's documented recipe: sqlite3 must not BEGIN by itself; _on_sqlite_begin
+        # does, so that a write begins IMMEDIATE instead of upgrading a read lock mid-way.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            # NORMAL: durable across process crashes; consistent (if not durable to the last
+            # commit) across power loss. Per connection, as foreign_keys.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            # WAL (readers never block the writer, nor the writer readers) is a property of
+            # the file: set once, every connection follows. While workers race to create a
+            # new file, SQLite may refuse the switch at once ("database is locked") rather
+            # than wait; open() then retries until it holds, so do not fail the connection.
+            with contextlib.suppress(sqlite3.OperationalError):
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    async def open(self) -> None:
+        """Create the SQLite file's directory, then create, check or upgrade the schema.
+
+        Raises:
+            StoreUnavailable: the database cannot be reached.
+            StoreSchemaError: its schema is newer than this release knows.
+        """
+        if self.path is not None:
+            try:
+                await anyio.to_thread.run_sync(self._make_parent)
+            except OSError as exc:
+                raise self.unavailable(exc) from exc
+            await self._ensure_wal()
+        async with self.transaction(write=True) as conn:
+            await conn.run_sync(lock_for_migration, self.schema)
+            await conn.run_sync(migrate, self.schema)
+
+    async def _ensure_wal(self) -> None:
+        """Put the SQLite file in WAL mode, retrying while a concurrent opener holds it."""
+        delay_s = 0.005
+        try:
+            with anyio.fail_after(self.timeout_s):
+                while True:
+                    async with self._engine.connect() as conn:
+                        # Outside any transaction (the switch is refused inside one): on the
+                        # driver's connection, which SQLAlchemy has not begun.
+                        raw = (await conn.get_raw_connection()).driver_connection
+                        assert raw is not None
+                        with contextlib.suppress(sqlite3.OperationalError):
+                            cursor = await raw.execute("PRAGMA journal_mode = WAL")
+                            if (await cursor.fetchone()) == ("wal",):
+                                return
+                    await anyio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 0.1)
+        except _SQLITE_UNAVAILABLE as exc:
+            raise self.unavailable(exc) from exc
+
+    def _make_parent(self) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def dispose(self) -> None:
+        """Close the pooled connections (waiting at most ``timeout_s``)."""
+        with anyio.move_on_after(self.timeout_s):
+            await self._engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction within ``timeout_s``; database failures become StoreUnavailable.
+
+        Args:
+            write: the transaction writes (SQLite takes the write lock at its start).
+
+        Raises:
+            StoreUnavailable: the database failed or did not answer in time.
+            UnstorableValue: the database refused a value (PostgreSQL keeps no NUL in text).
+            sqlalchemy.exc.IntegrityError: a constraint failed (callers turn it into theirs).
+        """
+        try:
+            with anyio.fail_after(self.timeout_s):
+                async with (self._writer if write else self._engine).begin() as conn:
+                    yield conn
+        except sa_exc.IntegrityError:
+            raise
+        except sa_exc.DBAPIError as exc:
+            if _is_bad_value(exc):
+                detail = _first_line(_driver_error(exc))
+                raise UnstorableValue(f"the store cannot keep this value: {detail}") from exc
+            raise self.unavailable(exc) from exc
+        except _UNAVAILABLE as exc:
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """Return the StoreUnavailable for ``exc`` (raise it ``from exc``); no password shown."""
+        cause = _driver_error(exc)
+        detail = _first_line(cause)
+        if isinstance(exc, TimeoutError) and not detail:  # the backstop's deadline
+            detail = f"no answer within {self.timeout_s:g}s"
+        else:
+            detail = f"{type(cause).__name__}: {detail or 'failed'}"
+        if self.url.password:
+            detail = detail.replace(str(self.url.password), "***")
+        return StoreUnavailable(f"conversation store {self.safe_url} unavailable ({detail})")
+
+
+def _on_sqlite_begin(conn: Any) -> None:
+    # Writes take the write lock up front: a deferred transaction that reads, then writes,
+    # fails with SQLITE_BUSY when another connection wrote in between (busy_timeout can't help).
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,151 @@
+"""Where a thread or item stands in its listing, even after it was deleted: keyset paging.
+
+Entries are ordered by ``(created_at, seq)``: ``seq`` is the thread's autoincrement number,
+or the item's number within its thread, both in write (commit) order. A page is one query
+bounded by the cursors' positions, with ``LIMIT limit + 1`` to learn ``has_more``; a cursor's
+position comes from its live row, or from the tombstone its deletion left (``tombstones``,
+kept an hour), so listing and deleting in one loop works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias
+
+from sqlalchemy import ColumnElement, Row, Select, delete, insert, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..errors import InvalidParameter
+from ._base import Order
+from ._database import Transaction
+from ._schema import tombstones
+
+__all__ = ("AnyRow", "Kind", "bury", "check_page", "forget", "forget_items", "page", "position")
+
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+#: What a tombstone marks: a thread (scope ``""``) or an item (scope: its thread's id).
+Kind = Literal["thread", "item"]
+Position = tuple[int, int]
+
+
+def check_page(order: str, limit: int) -> None:
+    """Raise ValueError for an order or limit no listing takes (as MemoryStore does)."""
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit!r}")
+
+
+async def position(
+    conn: AsyncConnection,
+    live: Select[Any],
+    kind: Kind,
+    scope: str,
+    entry_id: str,
+    param: str,
+) -> Position:
+    """Return a cursor's ``(created_at, seq)``: from its live row (``live``), else its tombstone.
+
+    Raises:
+        InvalidParameter: neither knows ``entry_id`` (``param`` names the cursor).
+    """
+    row = (await conn.execute(live)).first()
+    if row is None:
+        buried = select(tombstones.c.created_at, tombstones.c.seq).where(
+            tombstones.c.kind == kind, tombstones.c.scope == scope, tombstones.c.id == entry_id
+        )
+        row = (await conn.execute(buried)).first()
+    if row is None:
+        raise InvalidParameter(
+            f"Invalid '{param}': no entry with id '{entry_id[:128]}' to page from.",
+            param=param,
+            code="invalid_value",
+        )
+    return (row[0], row[1])
+
+
+async def page(
+    conn: AsyncConnection,
+    query: Select[Any],
+    key: tuple[ColumnElement[int], ColumnElement[int]],
+    limit: int,
+    order: Order,
+    after: Position | None,
+    before: Position | None,
+) -> tuple[list[AnyRow], bool]:
+    """Run one page of ``query`` ordered by ``key``; see the interface's rules.
+
+    Returns:
+        The rows, in ``order``, and whether more lie beyond them in the direction of travel.
+    """
+    here = tuple_(*key)
+    if after is not None:
+        mark = tuple_(*after)
+        query = query.where(here > mark if order == "asc" else here < mark)
+    if before is not None:
+        mark = tuple_(*before)
+        query = query.where(here < mark if order == "asc" else here > mark)
+    # Travel away from the cursor: from the start of `order`, unless there is only `before`,
+    # whose page is the one just before it (so scanned from the cursor backwards).
+    ascending = (order == "asc") != (before is not None and after is None)
+    ordering = [column.asc() if ascending else column.desc() for column in key]
+    rows = list((await conn.execute(query.order_by(*ordering).limit(limit + 1))).all())
+    has_more = len(rows) > limit
+    del rows[limit:]
+    if ascending != (order == "asc"):
+        rows.reverse()
+    return rows, has_more
+
+
+async def bury(
+    conn: AsyncConnection, kind: Kind, scope: str, rows: Sequence[AnyRow], now: int
+) -> None:
+    """Remember where deleted entries stood (``rows`` with ``id``, ``created_at``, ``seq``)."""
+    if not rows:
+        return
+    ids = [row.id for row in rows]
+    await conn.execute(
+        delete(tombstones).where(
+            tombstones.c.kind == kind, tombstones.c.scope == scope, tombstones.c.id.in_(ids)
+        )
+    )
+    marks = [
+        {
+            "kind": kind,
+            "scope": scope,
+            "id": row.id,
+            "created_at": row.created_at,
+            "seq": row.seq,
+            "deleted_at": now,
+        }
+        for row in rows
+    ]
+    await conn.execute(insert(tombstones), marks)
+
+
+async def forget_items(conn: AsyncConnection, thread_ids: list[str]) -> None:
+    """Forget the positions of deleted items of these (deleted) threads.
+
+    Their thread is gone, so they can page nothing; and a new thread of the same id numbers
+    its items afresh.
+    """
+    await conn.execute(
+        delete(tombstones).where(tombstones.c.kind == "item", tombstones.c.scope.in_(thread_ids))
+    )
+
+
+async def forget(transaction: Transaction, deleted_before: int, batch: int) -> None:
+    """Forget positions of entries deleted before ``deleted_before``, ``batch`` at a time."""
+    # An alias, or SQLAlchemy would correlate the subquery to the DELETE's own rows.
+    old = tombstones.alias("old")
+    forgotten = (
+        select(old.c.kind, old.c.scope, old.c.id)
+        .where(old.c.deleted_at < deleted_before)
+        .limit(batch)
+    )
+    key = tuple_(tombstones.c.kind, tombstones.c.scope, tombstones.c.id)
+    while True:
+        async with transaction(write=True) as conn:
+            result = await conn.execute(delete(tombstones).where(key.in_(forgotten)))
+        if result.rowcount < batch:
+            return
