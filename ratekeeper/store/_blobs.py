@@ -4,29 +4,30 @@ Both stream: bytes arrive and leave in 256 KiB blocks, never whole, and no trans
 open while the client sends or reads. Both replace atomically: a new upload is written aside
 (a temporary file, or chunk rows under a fresh generation) and becomes the stored bytes in one
 short transaction with the metadata, so a failed upload leaves the old bytes and metadata as
-they were.
+they were. What runs inside a transaction is synchronous (see :class:`~._database.Database`),
+file operations included: on SQLite that is a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar
 
 import anyio
-from sqlalchemy import ColumnElement, delete, exists, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, Connection, delete, exists, func, insert, select, tuple_
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..clock import Clock
-from ._database import Transaction
+from ._database import Run
 from ._schema import attachment_chunks, attachments
 from ._values import AttachmentNotFound, AttachmentTooLarge, StoredAttachment, StoreUnavailable
 
@@ -38,7 +39,7 @@ CHUNK_BYTES = 256 * 1024
 #: ``finish(conn, attachment_id, size, columns)`` records arrived bytes in the metadata (their
 #: size, no pending upload, plus ``columns``), in the caller's transaction; it raises
 #: AttachmentNotFound when the attachment is gone.
-Finish = Callable[[AsyncConnection, str, int, dict[str, Any]], Awaitable[StoredAttachment]]
+Finish = Callable[[Connection, str, int, dict[str, Any]], StoredAttachment]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,19 +103,18 @@ class FileBlobs:
         except OSError as exc:
             raise self._unavailable(exc) from exc
 
-    async def attachments_of(self, conn: AsyncConnection, where: ColumnElement[bool]) -> list[str]:
+    def attachments_of(self, conn: Connection, where: ColumnElement[bool]) -> list[str]:
         """Return the ids of the attachments ``where`` selects (their files go with them)."""
-        return list((await conn.execute(select(attachments.c.id).where(where))).scalars())
+        return list(conn.execute(select(attachments.c.id).where(where)).scalars())
 
-    async def remove(self, attachment_ids: list[str]) -> None:
-        """Remove the files of these attachments (those that have one)."""
-        if attachment_ids:
-            paths = [self.path(attachment_id) for attachment_id in attachment_ids]
-            await self._io(_unlink_all, paths)
+    def remove(self, attachment_ids: list[str]) -> None:
+        """Remove the files of these attachments (those that have one), in the transaction."""
+        for attachment_id in attachment_ids:
+            self.path(attachment_id).unlink(missing_ok=True)
 
     async def write(
         self,
-        transaction: Transaction,
+        run: Run,
         attachment_id: str,
         chunks: AsyncIterable[bytes],
         max_bytes: int,
@@ -136,22 +136,26 @@ class FileBlobs:
                 # On disk before the metadata says so: a power cut must not leave a size
                 # without its bytes.
                 await self._io(_flush, file)
-            async with transaction(write=True) as conn:
-                stored = await finish(conn, attachment_id, size, {"blob_size": size})
+
+            def swap(conn: Connection) -> StoredAttachment:
+                stored = finish(conn, attachment_id, size, {"blob_size": size})
                 # Under the write lock, before the commit: a crash in between leaves the new
                 # bytes with the old metadata (the upload still pending, so it is retried).
-                await self._io(os.replace, temporary, self.path(attachment_id))
-            return stored
+                # Abandoned at the deadline, this thread races the unlink below: either the
+                # replace fails and the transaction rolls back, or both land together.
+                os.replace(temporary, self.path(attachment_id))
+                return stored
+
+            return await run(swap, write=True)
         finally:
             # Gone already when the upload succeeded. Synchronous: it must run even when the
             # upload was cancelled, and one unlink is quick.
             temporary.unlink(missing_ok=True)  # noqa: ASYNC240
 
-    async def read(self, transaction: Transaction, attachment_id: str) -> AsyncIterator[bytes]:
+    async def read(self, run: Run, attachment_id: str) -> AsyncIterator[bytes]:
         """Stream the file (opened at the start: a replacement meanwhile does not tear it)."""
         query = select(attachments.c.blob_size).where(attachments.c.id == attachment_id)
-        async with transaction() as conn:
-            size = (await conn.execute(query)).scalar()
+        size = await run(lambda conn: conn.execute(query).scalar())
         if size is None:
             raise AttachmentNotFound(attachment_id)
         try:
@@ -166,7 +170,7 @@ class FileBlobs:
         finally:
             file.close()
 
-    async def purge(self, transaction: Transaction, cutoff: int, batch: int) -> None:
+    async def purge(self, run: Run, cutoff: int, batch: int) -> None:
         """Nothing to do: files go with their rows."""
 
 
@@ -188,16 +192,16 @@ class ChunkBlobs:
     async def open(self) -> None:
         """Nothing to prepare: the chunks' table is part of the schema."""
 
-    async def attachments_of(self, conn: AsyncConnection, where: ColumnElement[bool]) -> list[str]:
+    def attachments_of(self, conn: Connection, where: ColumnElement[bool]) -> list[str]:
         """Nothing to read: chunks go with their attachment rows (ON DELETE CASCADE)."""
         return []
 
-    async def remove(self, attachment_ids: list[str]) -> None:
+    def remove(self, attachment_ids: list[str]) -> None:
         """Nothing to do: chunks go with their attachment rows (ON DELETE CASCADE)."""
 
     async def write(
         self,
-        transaction: Transaction,
+        run: Run,
         attachment_id: str,
         chunks: AsyncIterable[bytes],
         max_bytes: int,
@@ -219,65 +223,34 @@ class ChunkBlobs:
                         "data": block,
                     }
                     try:
-                        async with transaction(write=True) as conn:
-                            await conn.execute(insert(attachment_chunks).values(row))
+                        await run(functools.partial(_insert_chunk, row), write=True)
                     except sa_exc.IntegrityError:  # the attachment was deleted meanwhile
                         raise AttachmentNotFound(attachment_id) from None
                     written += 1
                     size += len(block)
-            async with transaction(write=True) as conn:
-                current = select(attachments.c.blob_generation).where(
-                    attachments.c.id == attachment_id
-                )
-                previous = (await conn.execute(current.with_for_update())).first()
-                if previous is None:
-                    raise AttachmentNotFound(attachment_id)
-                landed = (
-                    select(func.count())
-                    .select_from(attachment_chunks)
-                    .where(
-                        attachment_chunks.c.attachment_id == attachment_id,
-                        attachment_chunks.c.generation == generation,
-                    )
-                )
-                if (await conn.execute(landed)).scalar_one() != written:
-                    # Purged as abandoned (an upload running for over an hour): never point
-                    # the attachment at bytes with holes.
-                    raise AttachmentNotFound(attachment_id)
-                blob = {"blob_size": size, "blob_generation": generation}
-                stored = await finish(conn, attachment_id, size, blob)
-                if previous.blob_generation is not None:
-                    await conn.execute(
-                        delete(attachment_chunks).where(
-                            attachment_chunks.c.attachment_id == attachment_id,
-                            attachment_chunks.c.generation == previous.blob_generation,
-                        )
-                    )
-            return stored
+            switch = functools.partial(_switch, attachment_id, generation, written, size, finish)
+            return await run(switch, write=True)
         except BaseException:
             if written:
-                await self._discard(transaction, attachment_id, generation)
+                await self._discard(run, attachment_id, generation)
             raise
 
-    async def _discard(self, transaction: Transaction, attachment_id: str, generation: int) -> None:
+    async def _discard(self, run: Run, attachment_id: str, generation: int) -> None:
         """Delete the chunks of a failed upload, best effort (purge takes what is left)."""
+        statement = delete(attachment_chunks).where(
+            attachment_chunks.c.attachment_id == attachment_id,
+            attachment_chunks.c.generation == generation,
+        )
         # Shielded: a cancelled upload still cleans up (within the store's timeout).
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            async with transaction(write=True) as conn:
-                await conn.execute(
-                    delete(attachment_chunks).where(
-                        attachment_chunks.c.attachment_id == attachment_id,
-                        attachment_chunks.c.generation == generation,
-                    )
-                )
+            await run(lambda conn: conn.execute(statement), write=True)
 
-    async def read(self, transaction: Transaction, attachment_id: str) -> AsyncIterator[bytes]:
+    async def read(self, run: Run, attachment_id: str) -> AsyncIterator[bytes]:
         """Stream the chunks, one short query each."""
         query = select(attachments.c.blob_size, attachments.c.blob_generation).where(
             attachments.c.id == attachment_id
         )
-        async with transaction() as conn:
-            row = (await conn.execute(query)).first()
+        row = await run(lambda conn: conn.execute(query).first())
         if row is None or row.blob_size is None:
             raise AttachmentNotFound(attachment_id)
         chunk = select(attachment_chunks.c.data).where(
@@ -287,15 +260,14 @@ class ChunkBlobs:
         sent = 0
         n = 0
         while sent < row.blob_size:
-            async with transaction() as conn:
-                data = (await conn.execute(chunk.where(attachment_chunks.c.n == n))).scalar()
+            data = await run(functools.partial(_scalar, chunk.where(attachment_chunks.c.n == n)))
             if data is None:  # replaced or deleted since the stream began
                 raise AttachmentNotFound(attachment_id)
             sent += len(data)
             n += 1
             yield bytes(data)
 
-    async def purge(self, transaction: Transaction, cutoff: int, batch: int) -> None:
+    async def purge(self, run: Run, cutoff: int, batch: int) -> None:
         """Delete chunks of uploads abandoned before ``cutoff``, ``batch`` rows at a time."""
         orphan = attachment_chunks.alias("orphan")
         current = exists().where(
@@ -312,16 +284,54 @@ class ChunkBlobs:
             attachment_chunks.c.generation,
             attachment_chunks.c.n,
         )
-        while True:
-            async with transaction(write=True) as conn:
-                result = await conn.execute(delete(attachment_chunks).where(key.in_(orphans)))
-            if result.rowcount < batch:
-                return
+        statement = delete(attachment_chunks).where(key.in_(orphans))
+        while await run(lambda conn: conn.execute(statement).rowcount, write=True) >= batch:
+            pass
 
 
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def _scalar(query: Any, conn: Connection) -> Any:
+    return conn.execute(query).scalar()
+
+
+def _insert_chunk(row: dict[str, Any], conn: Connection) -> None:
+    conn.execute(insert(attachment_chunks).values(row))
+
+
+def _switch(
+    attachment_id: str,
+    generation: int,
+    written: int,
+    size: int,
+    finish: Finish,
+    conn: Connection,
+) -> StoredAttachment:
+    """Point the attachment at a fully landed generation and delete the previous one."""
+    current = select(attachments.c.blob_generation).where(attachments.c.id == attachment_id)
+    previous = conn.execute(current.with_for_update()).first()
+    if previous is None:
+        raise AttachmentNotFound(attachment_id)
+    landed = (
+        select(func.count())
+        .select_from(attachment_chunks)
+        .where(
+            attachment_chunks.c.attachment_id == attachment_id,
+            attachment_chunks.c.generation == generation,
+        )
+    )
+    if conn.execute(landed).scalar_one() != written:
+        # Purged as abandoned (an upload running for over an hour): never point the
+        # attachment at bytes with holes.
+        raise AttachmentNotFound(attachment_id)
+    blob = {"blob_size": size, "blob_generation": generation}
+    stored = finish(conn, attachment_id, size, blob)
+    if previous.blob_generation is not None:
+        conn.execute(
+            delete(attachment_chunks).where(
+                attachment_chunks.c.attachment_id == attachment_id,
+                attachment_chunks.c.generation == previous.blob_generation,
+            )
+        )
+    return stored
 
 
 def _flush(file: IO[bytes]) -> None:

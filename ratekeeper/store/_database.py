@@ -1,44 +1,68 @@
 """How the SQL store reaches its database: URLs, engines, bounded transactions, failures.
 
-:class:`Database` wraps one SQLAlchemy async engine (aiosqlite or asyncpg) and hands out
-transactions that are bounded in time and that turn every failure of the database into
-:class:`~ratekeeper.store.StoreUnavailable`, so nothing above it sees a driver's exception or
-waits forever on a stopped server.
+:class:`Database` runs the store's database work, a plain synchronous function over one
+SQLAlchemy :class:`~sqlalchemy.Connection`, in one transaction that is bounded in time and that
+turns every failure of the database into :class:`~ratekeeper.store.StoreUnavailable`, so nothing
+above it sees a driver's exception or waits forever on a stopped server. Two runners, one
+function:
+
+* SQLite: a synchronous engine (pysqlite); the whole transaction runs on a worker thread, one
+  hop from the event loop per operation (the asyncio driver took one per statement, BEGIN,
+  fetch and COMMIT, and that hopping was most of an operation's cost);
+* PostgreSQL: the asyncio engine (asyncpg), the function run through
+  :meth:`~sqlalchemy.ext.asyncio.AsyncConnection.run_sync` on the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import anyio
-from sqlalchemy import event
+import anyio.to_thread
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from ._schema import lock_for_migration, migrate
 from ._values import StoreUnavailable, UnstorableValue
 
-__all__ = ("Database", "Transaction", "driver_url")
+__all__ = ("Database", "Run", "driver_url")
 
-#: ``transaction(write=False)``: :meth:`Database.transaction`, as the store's parts receive it.
-Transaction = Callable[..., AbstractAsyncContextManager[AsyncConnection]]
+R = TypeVar("R")
 
 #: Execution option marking a write transaction (SQLite begins it IMMEDIATE).
 _WRITE = "ratekeeper_write"
+#: SQLite transactions running at once in one process (worker threads, pooled connections).
+_SQLITE_THREADS = 8
+
+
+class Run(Protocol):
+    """``run(fn, write=False)``: :meth:`Database.run`, as the store's parts receive it."""
+
+    async def __call__(self, fn: Callable[[Connection], R], /, *, write: bool = False) -> R:
+        """Run ``fn`` in one bounded transaction and return its result."""
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the database failed" rather than "the call was wrong"."""
     # OSError covers ConnectionError and TimeoutError (the backstop's, and asyncpg's
-    # command_timeout); DBAPIError covers what SQLAlchemy wraps of either driver.
-    errors: list[type[BaseException]] = [sa_exc.DBAPIError, sa_exc.TimeoutError, OSError]
+    # command_timeout) and the attachment files' failures; DBAPIError covers what SQLAlchemy
+    # wraps of either driver; sqlite3.Error what pysqlite raises when SQLAlchemy is bypassed
+    # (Database._try_wal).
+    errors: list[type[BaseException]] = [
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        OSError,
+        sqlite3.Error,
+    ]
     try:  # asyncpg errors raised outside a statement (rare) reach us unwrapped
         asyncpg = importlib.import_module("asyncpg")
     except ImportError:  # pragma: no cover - asyncpg ships with the store extra
@@ -48,12 +72,13 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
 
 
 _UNAVAILABLE = _unavailable_errors()
-# Plus what aiosqlite raises when SQLAlchemy is bypassed (see Database._ensure_wal).
-_SQLITE_UNAVAILABLE: tuple[type[BaseException], ...] = (*_UNAVAILABLE, sqlite3.Error)
 
 
 def driver_url(url: str) -> URL:
-    """Return ``url`` with the async driver named (``sqlite+aiosqlite``, ``postgresql+asyncpg``).
+    """Return ``url`` with the driver named (``sqlite+pysqlite``, ``postgresql+asyncpg``).
+
+    SQLite runs on the standard library's sqlite3 (pysqlite) in worker threads: see
+    :class:`Database`.
 
     Raises:
         ValueError: not a SQLite or PostgreSQL URL, another driver, or SQLite in memory (which
@@ -64,15 +89,15 @@ def driver_url(url: str) -> URL:
     except sa_exc.ArgumentError as exc:
         raise ValueError(f"not a database URL: {exc}") from None
     backend, _, driver = parsed.drivername.partition("+")
-    if backend == "sqlite" and driver in ("", "aiosqlite"):
+    if backend == "sqlite" and driver in ("", "pysqlite"):
         if parsed.database in (None, "", ":memory:"):
             raise ValueError("a SQLite store needs a file: sqlite:///PATH (or use 'memory')")
-        return parsed.set(drivername="sqlite+aiosqlite")
+        return parsed.set(drivername="sqlite+pysqlite")
     if backend in ("postgresql", "postgres") and driver in ("", "asyncpg"):
         return parsed.set(drivername="postgresql+asyncpg")
     raise ValueError(
         f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///PATH or "
-        "postgresql://… (drivers aiosqlite and asyncpg)"
+        "postgresql://… (drivers pysqlite and asyncpg)"
     )
 
 
@@ -107,7 +132,8 @@ class Database:
             commit; also the drivers' connect and statement timeouts and SQLite's busy timeout.
         schema: PostgreSQL schema holding the tables (created when missing).
 
-    Not thread-safe: the engine belongs to the event loop that first uses it.
+    Not thread-safe: the engine belongs to the event loop that first uses it (the SQLite
+    engine's pool is thread-safe, and only this class's worker threads use it).
     """
 
     def __init__(self, url: str, *, timeout_s: float, schema: str | None) -> None:
@@ -121,47 +147,62 @@ class Database:
         self.timeout_s = float(timeout_s)
         #: The SQLite file (``None`` on PostgreSQL).
         self.path = Path(str(self.url.database)) if self.sqlite else None
-        self._engine = self._create_engine()
-        # Writes go through this twin of the engine (same pool) so SQLite can BEGIN IMMEDIATE.
-        self._writer = self._engine.execution_options(**{_WRITE: True})
+        self._engine: Engine | None = None
+        self._writer: Engine | None = None
+        self._async_engine: AsyncEngine | None = None
+        if self.sqlite:
+            self._engine = self._create_sqlite_engine()
+            # Writes go through this twin of the engine (same pool) to BEGIN IMMEDIATE.
+            self._writer = self._engine.execution_options(**{_WRITE: True})
+        else:
+            self._async_engine = self._create_postgres_engine()
         # SQLite has one writer at a time. Within a process, writers queue here, on the event
         # loop, instead of in SQLite's busy handler, which sleeps in steps of up to 100 ms
         # (16 concurrent writers took a p99 of 0.7 s that way). Other processes still meet in
         # the busy handler. PostgreSQL locks rows, not the database: no lock here.
         self._write_lock: anyio.Lock | None = anyio.Lock() if self.sqlite else None
+        # SQLite's worker threads, apart from the default pool's (file I/O, the application's):
+        # as many as the pool keeps connections.
+        self._threads = anyio.CapacityLimiter(_SQLITE_THREADS)
 
     @property
     def safe_url(self) -> str:
         """The URL without its password (for messages and ``repr``)."""
         return self.url.render_as_string(hide_password=True)
 
-    def _create_engine(self) -> AsyncEngine:
-        timeout_s = self.timeout_s
-        if self.sqlite:
-            engine = create_async_engine(
-                self.url,
-                connect_args={"timeout": timeout_s},
-                # A file has no server to lose and get back: a ping would only cost a trip
-                # to the driver's thread on every checkout (about a third of a short write).
-                pool_pre_ping=False,
-                pool_timeout=timeout_s,
-                # Every use is a begin() that commits or rolls back: the pool's own rollback
-                # on return would only cost one more trip to the driver's thread.
-                pool_reset_on_return=None,
-            )
-            event.listen(engine.sync_engine, "connect", self._on_sqlite_connect)
-            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
-            return engine
+    def _create_sqlite_engine(self) -> Engine:
+        engine = create_engine(
+            self.url,
+            # check_same_thread off: a pooled connection serves whichever worker thread
+            # checks it out, one at a time (pysqlite's own default for file databases).
+            connect_args={"timeout": self.timeout_s, "check_same_thread": False},
+            poolclass=QueuePool,
+            pool_size=_SQLITE_THREADS,
+            # Beyond the pool: threads the backstop abandoned (see run()) still hold theirs
+            # until their transaction ends, and the limiter no longer counts them.
+            max_overflow=_SQLITE_THREADS,
+            pool_timeout=self.timeout_s,
+            # A file has no server to lose and get back: nothing to ping.
+            pool_pre_ping=False,
+            # Every checkout is a begin() block that commits or rolls back before the
+            # connection goes back: the pool's own rollback would be one more call for nothing.
+            pool_reset_on_return=None,
+        )
+        event.listen(engine, "connect", self._on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+
+    def _create_postgres_engine(self) -> AsyncEngine:
         options: dict[str, Any] = {}
         if self.schema is not None:
             options["schema_translate_map"] = {None: self.schema}
         return create_async_engine(
             self.url,
             # asyncpg's own deadlines, so a dead or stopped server fails the call cleanly;
-            # the backstop in transaction() bounds the operation as a whole.
-            connect_args={"timeout": timeout_s, "command_timeout": timeout_s},
+            # the backstop in run() bounds the operation as a whole.
+            connect_args={"timeout": self.timeout_s, "command_timeout": self.timeout_s},
             pool_pre_ping=True,  # recover by itself when the database comes back
-            pool_timeout=timeout_s,
+            pool_timeout=self.timeout_s,
             execution_options=options,
         )
 
@@ -171,6 +212,8 @@ class Database:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # Bounds every wait for another process's lock inside a worker thread, which the
+            # backstop cannot interrupt (see run()).
             cursor.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
             cursor.execute("PRAGMA foreign_keys = ON")
             # NORMAL: durable across process crashes; consistent (if not durable to the last
@@ -198,29 +241,31 @@ class Database:
             except OSError as exc:
                 raise self.unavailable(exc) from exc
             await self._ensure_wal()
-        async with self.transaction(write=True) as conn:
-            await conn.run_sync(lock_for_migration, self.schema)
-            await conn.run_sync(migrate, self.schema)
+        await self.run(functools.partial(_migrate, schema=self.schema), write=True)
 
     async def _ensure_wal(self) -> None:
         """Put the SQLite file in WAL mode, retrying while a concurrent opener holds it."""
         delay_s = 0.005
         try:
             with anyio.fail_after(self.timeout_s):
-                while True:
-                    async with self._engine.connect() as conn:
-                        # Outside any transaction (the switch is refused inside one): on the
-                        # driver's connection, which SQLAlchemy has not begun.
-                        raw = (await conn.get_raw_connection()).driver_connection
-                        assert raw is not None
-                        with contextlib.suppress(sqlite3.OperationalError):
-                            cursor = await raw.execute("PRAGMA journal_mode = WAL")
-                            if (await cursor.fetchone()) == ("wal",):
-                                return
+                while not await anyio.to_thread.run_sync(
+                    self._try_wal, abandon_on_cancel=True, limiter=self._threads
+                ):
                     await anyio.sleep(delay_s)
                     delay_s = min(delay_s * 2, 0.1)
-        except _SQLITE_UNAVAILABLE as exc:
+        except _UNAVAILABLE as exc:
             raise self.unavailable(exc) from exc
+
+    def _try_wal(self) -> bool:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            # Outside any transaction (the switch is refused inside one): on the driver's
+            # connection, which SQLAlchemy has not begun.
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with contextlib.suppress(sqlite3.OperationalError):
+                return bool(raw.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",))
+        return False
 
     def _make_parent(self) -> None:
         assert self.path is not None
@@ -229,13 +274,19 @@ class Database:
     async def dispose(self) -> None:
         """Close the pooled connections (waiting at most ``timeout_s``)."""
         with anyio.move_on_after(self.timeout_s):
-            await self._engine.dispose()
+            if self._engine is not None:
+                await anyio.to_thread.run_sync(self._engine.dispose, abandon_on_cancel=True)
+            if self._async_engine is not None:
+                await self._async_engine.dispose()
 
-    @asynccontextmanager
-    async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """One transaction within ``timeout_s``; database failures become StoreUnavailable.
+    async def run(self, fn: Callable[[Connection], R], /, *, write: bool = False) -> R:
+        """Run ``fn`` in one transaction within ``timeout_s``; return what it returns.
+
+        ``fn`` does all of an operation's database work, synchronously: the transaction
+        commits when it returns and rolls back when it raises (its exception propagates).
 
         Args:
+            fn: the work, over a connection inside the transaction.
             write: the transaction writes (SQLite takes the write lock at its start).
 
         Raises:
@@ -245,12 +296,26 @@ class Database:
         """
         try:
             with anyio.fail_after(self.timeout_s):
+                if self._async_engine is not None:
+                    async with self._async_engine.begin() as conn:
+                        return await conn.run_sync(fn)
+                # The backstop (or the caller's own cancellation) abandons the worker thread
+                # rather than wait for it, so the caller gets StoreUnavailable on time. The
+                # thread carries on alone: its begin() block still commits or rolls back and
+                # returns the connection to the pool (nothing leaks), bounded by busy_timeout
+                # for locks and by pool_timeout for a connection; its outcome, even a commit,
+                # is dropped, as a server's lost reply would be. The write lock is released
+                # meanwhile: the next writer may meet that transaction in SQLite's busy
+                # handler, for at most the rest of its busy_timeout.
+                thread = functools.partial(self._in_sqlite_thread, fn, write)
                 if write and self._write_lock is not None:
-                    async with self._write_lock, self._writer.begin() as conn:
-                        yield conn
-                else:
-                    async with (self._writer if write else self._engine).begin() as conn:
-                        yield conn
+                    async with self._write_lock:
+                        return await anyio.to_thread.run_sync(
+                            thread, abandon_on_cancel=True, limiter=self._threads
+                        )
+                return await anyio.to_thread.run_sync(
+                    thread, abandon_on_cancel=True, limiter=self._threads
+                )
         except sa_exc.IntegrityError:
             raise
         except sa_exc.DBAPIError as exc:
@@ -260,6 +325,12 @@ class Database:
             raise self.unavailable(exc) from exc
         except _UNAVAILABLE as exc:
             raise self.unavailable(exc) from exc
+
+    def _in_sqlite_thread(self, fn: Callable[[Connection], R], write: bool) -> R:
+        engine = self._writer if write else self._engine
+        assert engine is not None
+        with engine.begin() as conn:
+            return fn(conn)
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """Return the StoreUnavailable for ``exc`` (raise it ``from exc``); no password shown."""
@@ -272,6 +343,11 @@ class Database:
         if self.url.password:
             detail = detail.replace(str(self.url.password), "***")
         return StoreUnavailable(f"conversation store {self.safe_url} unavailable ({detail})")
+
+
+def _migrate(conn: Connection, schema: str | None) -> None:
+    lock_for_migration(conn, schema)
+    migrate(conn, schema)
 
 
 def _on_sqlite_begin(conn: Any) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import ColumnElement, Row, Select, delete, insert, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, Connection, Row, Select, delete, insert, select, tuple_
 
 from ..errors import InvalidParameter
 from ._base import Order
-from ._database import Transaction
+from ._database import Run
 from ._schema import tombstones
 
 __all__ = ("AnyRow", "Kind", "bury", "check_page", "forget", "forget_items", "page", "position")
@@ -36,8 +35,8 @@ def check_page(order: str, limit: int) -> None:
         raise ValueError(f"limit must be >= 0, got {limit!r}")
 
 
-async def position(
-    conn: AsyncConnection,
+def position(
+    conn: Connection,
     live: Select[Any],
     kind: Kind,
     scope: str,
@@ -49,12 +48,12 @@ async def position(
     Raises:
         InvalidParameter: neither knows ``entry_id`` (``param`` names the cursor).
     """
-    row = (await conn.execute(live)).first()
+    row = conn.execute(live).first()
     if row is None:
         buried = select(tombstones.c.created_at, tombstones.c.seq).where(
             tombstones.c.kind == kind, tombstones.c.scope == scope, tombstones.c.id == entry_id
         )
-        row = (await conn.execute(buried)).first()
+        row = conn.execute(buried).first()
     if row is None:
         raise InvalidParameter(
             f"Invalid '{param}': no entry with id '{entry_id[:128]}' to page from.",
@@ -64,8 +63,8 @@ async def position(
     return (row[0], row[1])
 
 
-async def page(
-    conn: AsyncConnection,
+def page(
+    conn: Connection,
     query: Select[Any],
     key: tuple[ColumnElement[int], ColumnElement[int]],
     limit: int,
@@ -89,7 +88,7 @@ async def page(
     # whose page is the one just before it (so scanned from the cursor backwards).
     ascending = (order == "asc") != (before is not None and after is None)
     ordering = [column.asc() if ascending else column.desc() for column in key]
-    rows = list((await conn.execute(query.order_by(*ordering).limit(limit + 1))).all())
+    rows = list(conn.execute(query.order_by(*ordering).limit(limit + 1)).all())
     has_more = len(rows) > limit
     del rows[limit:]
     if ascending != (order == "asc"):
@@ -97,14 +96,12 @@ async def page(
     return rows, has_more
 
 
-async def bury(
-    conn: AsyncConnection, kind: Kind, scope: str, rows: Sequence[AnyRow], now: int
-) -> None:
+def bury(conn: Connection, kind: Kind, scope: str, rows: Sequence[AnyRow], now: int) -> None:
     """Remember where deleted entries stood (``rows`` with ``id``, ``created_at``, ``seq``)."""
     if not rows:
         return
     ids = [row.id for row in rows]
-    await conn.execute(
+    conn.execute(
         delete(tombstones).where(
             tombstones.c.kind == kind, tombstones.c.scope == scope, tombstones.c.id.in_(ids)
         )
@@ -120,21 +117,21 @@ async def bury(
         }
         for row in rows
     ]
-    await conn.execute(insert(tombstones), marks)
+    conn.execute(insert(tombstones), marks)
 
 
-async def forget_items(conn: AsyncConnection, thread_ids: list[str]) -> None:
+def forget_items(conn: Connection, thread_ids: list[str]) -> None:
     """Forget the positions of deleted items of these (deleted) threads.
 
     Their thread is gone, so they can page nothing; and a new thread of the same id numbers
     its items afresh.
     """
-    await conn.execute(
+    conn.execute(
         delete(tombstones).where(tombstones.c.kind == "item", tombstones.c.scope.in_(thread_ids))
     )
 
 
-async def forget(transaction: Transaction, deleted_before: int, batch: int) -> None:
+async def forget(run: Run, deleted_before: int, batch: int) -> None:
     """Forget positions of entries deleted before ``deleted_before``, ``batch`` at a time."""
     # An alias, or SQLAlchemy would correlate the subquery to the DELETE's own rows.
     old = tombstones.alias("old")
@@ -144,8 +141,6 @@ async def forget(transaction: Transaction, deleted_before: int, batch: int) -> N
         .limit(batch)
     )
     key = tuple_(tombstones.c.kind, tombstones.c.scope, tombstones.c.id)
-    while True:
-        async with transaction(write=True) as conn:
-            result = await conn.execute(delete(tombstones).where(key.in_(forgotten)))
-        if result.rowcount < batch:
-            return
+    statement = delete(tombstones).where(key.in_(forgotten))
+    while await run(lambda conn: conn.execute(statement).rowcount, write=True) >= batch:
+        pass

@@ -1,9 +1,11 @@
 """The SQL conversation store: SQLite for the workers of one host, PostgreSQL for several hosts.
 
-One implementation on SQLAlchemy Core's asyncio layer serves both dialects (aiosqlite and
-asyncpg drive them). :mod:`~ratekeeper.store._database` reaches the database (bounded
-transactions, failures as StoreUnavailable), :mod:`~ratekeeper.store._schema` holds the tables
-and their upgrades, :mod:`~ratekeeper.store._blobs` the attachment bytes. The pagination rules
+One implementation on SQLAlchemy Core serves both dialects: each operation's database work is
+one synchronous function of :mod:`~ratekeeper.store._operations`, which
+:mod:`~ratekeeper.store._database` runs in one bounded transaction (on a worker thread over
+sqlite3, or through ``run_sync`` over asyncpg; failures as StoreUnavailable). This class checks
+arguments and picks the function. :mod:`~ratekeeper.store._schema` holds the tables and their
+upgrades, :mod:`~ratekeeper.store._blobs` the attachment bytes. The pagination rules
 are :mod:`~ratekeeper.store._base`'s, done in SQL: keyset conditions on ``(created_at, seq)``
 and ``LIMIT limit + 1``, so a page never reads more rows than it returns, plus one.
 
@@ -15,32 +17,23 @@ numbered in commit order and a reader paging ``after=last_id`` never skips one.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import text
 
 from .._secrets import new_id
 from ..clock import Clock, SystemClock
+from . import _operations as ops
 from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
 from ._blobs import ChunkBlobs, FileBlobs
 from ._database import Database
-from ._keyset import AnyRow, bury, check_page, forget, forget_items, page, position
-from ._schema import attachments, items, threads
+from ._keyset import check_page, forget
+from ._schema import attachments
 from ._values import (
     ACTIVE,
     AttachmentNotFound,
@@ -48,7 +41,6 @@ from ._values import (
     StoredAttachment,
     StoredItem,
     StoredThread,
-    ThreadNotFound,
     ThreadStatus,
     check_content,
     checked_created_at,
@@ -64,70 +56,13 @@ _BATCH = 500
 #: How long a deleted thread's or item's position stays usable as a cursor.
 _TOMBSTONE_TTL_S = 3600
 
-_THREAD = (
-    threads.c.id,
-    threads.c.user_id,
-    threads.c.created_at,
-    threads.c.title,
-    threads.c.status,
-    threads.c.data,
-)
-_ITEM = (
-    items.c.id,
-    items.c.thread_id,
-    items.c.created_at,
-    items.c.content,
-    items.c.data,
-)
-_ATTACHMENT = (
-    attachments.c.id,
-    attachments.c.user_id,
-    attachments.c.created_at,
-    attachments.c.data,
-    attachments.c.thread_id,
-    attachments.c.session_id,
-    attachments.c.declared_bytes,
-    attachments.c.upload_token_digest,
-    attachments.c.size_bytes,
-)
-
-
-def _thread(row: AnyRow) -> StoredThread:
-    status = row.status
-    return StoredThread(
-        row.id,
-        row.user_id,
-        row.created_at,
-        row.title,
-        ThreadStatus(status["type"], status.get("reason")),
-        row.data,
-    )
-
-
-def _item(row: AnyRow) -> StoredItem:
-    return StoredItem(row.id, row.thread_id, row.created_at, row.content, row.data)
-
-
-def _attachment(row: AnyRow) -> StoredAttachment:
-    return StoredAttachment(
-        row.id,
-        row.user_id,
-        row.created_at,
-        row.data,
-        thread_id=row.thread_id,
-        session_id=row.session_id,
-        declared_bytes=row.declared_bytes,
-        upload_token_digest=row.upload_token_digest,
-        size_bytes=row.size_bytes,
-    )
-
 
 class SQLStore(ConversationStore):
     """Threads, items and attachments in SQLite (one host) or PostgreSQL (several hosts).
 
     Args:
         url: ``sqlite:///PATH`` or ``postgresql://user@host:port/db`` (``postgres://`` too; the
-            drivers ``sqlite+aiosqlite``/``postgresql+asyncpg`` may be named already).
+            drivers ``sqlite+pysqlite``/``postgresql+asyncpg`` may be named already).
             Attachment bytes go to ``PATH.attachments/`` on SQLite, into the database on
             PostgreSQL.
         clock: gives ``created_at`` when the caller does not; the system clock by default.
@@ -138,8 +73,8 @@ class SQLStore(ConversationStore):
             default when ``None``.
 
     Call :meth:`open` first, :meth:`aclose` last. Any number of processes may open the same
-    database. Not thread-safe: one store belongs to one event loop (asyncio only: both drivers
-    are asyncio libraries).
+    database. Not thread-safe: one store belongs to one event loop (asyncio only: asyncpg is
+    an asyncio library, and SQLite's worker threads are the store's own).
 
     Raises:
         ValueError: the URL names no SQLite file or PostgreSQL database, or ``schema`` is given
@@ -182,28 +117,16 @@ class SQLStore(ConversationStore):
 
     async def ping(self) -> None:
         """Run ``SELECT 1`` (see the interface)."""
-        async with self._db.transaction() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self._db.run(lambda conn: conn.execute(text("SELECT 1")))
 
     # -- internals --------------------------------------------------------------------------
 
     def _created_at(self, created_at: int | None) -> int:
         return checked_created_at(created_at, self._clock.time())
 
-    async def _thread_exists(self, conn: AsyncConnection, thread_id: str, *, lock: bool) -> bool:
-        query = select(threads.c.id).where(threads.c.id == thread_id)
-        if lock:
-            # PostgreSQL: FOR KEY SHARE, so the thread cannot be deleted before our commit
-            # (what its foreign keys would otherwise fail on). SQLite holds the write lock.
-            query = query.with_for_update(read=True, key_share=True)
-        return (await conn.execute(query)).first() is not None
-
-    async def _missing_item(
-        self, conn: AsyncConnection, thread_id: str, item_id: str
-    ) -> ThreadNotFound:
-        if await self._thread_exists(conn, thread_id, lock=False):
-            return ThreadNotFound(thread_id, item_id)
-        return ThreadNotFound(thread_id)
+    def _now(self) -> int:
+        """Whole seconds: when a deleted entry's tombstone says it went."""
+        return math.floor(self._clock.time())
 
     # -- threads ----------------------------------------------------------------------------
 
@@ -232,19 +155,14 @@ class SQLStore(ConversationStore):
             "data": extra,
         }
         try:
-            async with self._db.transaction(write=True) as conn:
-                await conn.execute(insert(threads).values(row))
+            await self._db.run(lambda conn: ops.insert_thread(conn, row), write=True)
         except sa_exc.IntegrityError:
             raise ValueError(f"thread id {thread_id!r} is already taken") from None
         return thread
 
     async def get_thread(self, thread_id: str) -> StoredThread:
         """Return a thread (see :meth:`ConversationStore.get_thread`)."""
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(select(*_THREAD).where(threads.c.id == thread_id))).first()
-        if row is None:
-            raise ThreadNotFound(thread_id)
-        return _thread(row)
+        return await self._db.run(lambda conn: ops.get_thread(conn, thread_id))
 
     async def update_thread(
         self,
@@ -265,31 +183,16 @@ class SQLStore(ConversationStore):
             changes["data"] = extra
         if not changes:
             return await self.get_thread(thread_id)
-        statement = update(threads).where(threads.c.id == thread_id).values(changes)
-        async with self._db.transaction(write=True) as conn:
-            row = (await conn.execute(statement.returning(*_THREAD))).first()
-        if row is None:
-            raise ThreadNotFound(thread_id)
-        return _thread(row)
+        return await self._db.run(
+            lambda conn: ops.update_thread(conn, thread_id, changes), write=True
+        )
 
     async def delete_thread(self, thread_id: str) -> StoredThread:
         """Delete a thread (see :meth:`ConversationStore.delete_thread`)."""
-        async with self._db.transaction(write=True) as conn:
-            gone = await self._delete_threads(conn, [thread_id])
-        if not gone:
-            raise ThreadNotFound(thread_id)
-        return _thread(gone[0])
-
-    async def _delete_threads(self, conn: AsyncConnection, ids: list[str]) -> list[AnyRow]:
-        """Delete threads with their items and attachments (bytes too); bury the threads."""
-        # Their attachments go by cascade; the files (SQLite) need their ids, read first.
-        attached = await self._blobs.attachments_of(conn, attachments.c.thread_id.in_(ids))
-        statement = delete(threads).where(threads.c.id.in_(ids))
-        gone = list((await conn.execute(statement.returning(*_THREAD, threads.c.seq))).all())
-        await bury(conn, "thread", "", gone, math.floor(self._clock.time()))
-        await forget_items(conn, ids)
-        await self._blobs.remove(attached)
-        return gone
+        now = self._now()
+        return await self._db.run(
+            lambda conn: ops.delete_thread(conn, self._blobs, thread_id, now), write=True
+        )
 
     async def list_threads(
         self,
@@ -302,35 +205,13 @@ class SQLStore(ConversationStore):
     ) -> Page[StoredThread]:
         """List threads (see :meth:`ConversationStore.list_threads`)."""
         check_page(order, limit)
-        query = select(*_THREAD)
-        if user is not None:
-            query = query.where(threads.c.user_id == user)
-        async with self._db.transaction() as conn:
-            # A cursor may name any thread, another user's too (as MemoryStore's does).
-            keys = [
-                None
-                if cursor is None
-                else await position(
-                    conn,
-                    select(threads.c.created_at, threads.c.seq).where(threads.c.id == cursor),
-                    "thread",
-                    "",
-                    cursor,
-                    param,
-                )
-                for cursor, param in ((after, "after"), (before, "before"))
-            ]
-            key = (threads.c.created_at, threads.c.seq)
-            rows, has_more = await page(conn, query, key, limit, order, *keys)
-        return Page([_thread(row) for row in rows], has_more)
+        return await self._db.run(
+            lambda conn: ops.list_threads(conn, user, limit, order, after, before)
+        )
 
     async def count_threads(self, user: str | None = None) -> int:
         """Count threads (see :meth:`ConversationStore.count_threads`)."""
-        query = select(func.count()).select_from(threads)
-        if user is not None:
-            query = query.where(threads.c.user_id == user)
-        async with self._db.transaction() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return await self._db.run(lambda conn: ops.count_threads(conn, user))
 
     # -- items ------------------------------------------------------------------------------
 
@@ -345,38 +226,15 @@ class SQLStore(ConversationStore):
     ) -> StoredItem:
         """Append an item (see :meth:`ConversationStore.add_item`)."""
         check_content(content)
-        content = json_copy(content)
-        extra = json_copy(extra)
         item = StoredItem(
             item_id if item_id is not None else new_id("cthi"),
             thread_id,
             self._created_at(created_at),
-            content,
-            extra,
-        )
-        # The thread row is locked from this UPDATE to the commit, so appends to one thread
-        # take turns and their numbers follow commit order (see the module docstring).
-        counter = (
-            update(threads)
-            .where(threads.c.id == thread_id)
-            .values(next_item_seq=threads.c.next_item_seq + 1)
-            .returning(threads.c.next_item_seq)
+            json_copy(content),
+            json_copy(extra),
         )
         try:
-            async with self._db.transaction(write=True) as conn:
-                seq = (await conn.execute(counter)).scalar()
-                if seq is None:
-                    raise ThreadNotFound(thread_id)
-                await conn.execute(
-                    insert(items).values(
-                        thread_id=thread_id,
-                        id=item.id,
-                        seq=seq,
-                        created_at=item.created_at,
-                        content=content,
-                        data=extra,
-                    )
-                )
+            await self._db.run(lambda conn: ops.add_item(conn, item), write=True)
         except sa_exc.IntegrityError:
             raise ValueError(f"item id {item.id!r} is already taken in this thread") from None
         return item
@@ -395,40 +253,20 @@ class SQLStore(ConversationStore):
         extra = json_copy(extra)
         if extra is not None:
             changes["data"] = extra
-        statement = (
-            update(items)
-            .where(items.c.thread_id == thread_id, items.c.id == item_id)
-            .values(changes)
-            .returning(*_ITEM)
+        return await self._db.run(
+            lambda conn: ops.update_item(conn, thread_id, item_id, changes), write=True
         )
-        async with self._db.transaction(write=True) as conn:
-            row = (await conn.execute(statement)).first()
-            if row is None:
-                raise await self._missing_item(conn, thread_id, item_id)
-        return _item(row)
 
     async def get_item(self, thread_id: str, item_id: str) -> StoredItem:
         """Return one item (see :meth:`ConversationStore.get_item`)."""
-        query = select(*_ITEM).where(items.c.thread_id == thread_id, items.c.id == item_id)
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(query)).first()
-            if row is None:
-                raise await self._missing_item(conn, thread_id, item_id)
-        return _item(row)
+        return await self._db.run(lambda conn: ops.get_item(conn, thread_id, item_id))
 
     async def delete_item(self, thread_id: str, item_id: str) -> StoredItem:
         """Delete one item (see :meth:`ConversationStore.delete_item`)."""
-        statement = (
-            delete(items)
-            .where(items.c.thread_id == thread_id, items.c.id == item_id)
-            .returning(*_ITEM, items.c.seq)
+        now = self._now()
+        return await self._db.run(
+            lambda conn: ops.delete_item(conn, thread_id, item_id, now), write=True
         )
-        async with self._db.transaction(write=True) as conn:
-            row = (await conn.execute(statement)).first()
-            if row is None:
-                raise await self._missing_item(conn, thread_id, item_id)
-            await bury(conn, "item", thread_id, [row], math.floor(self._clock.time()))
-        return _item(row)
 
     async def list_items(
         self,
@@ -441,32 +279,11 @@ class SQLStore(ConversationStore):
         include_hidden: bool = False,
     ) -> Page[StoredItem]:
         """List a thread's items (see :meth:`ConversationStore.list_items`)."""
-        query = select(*_ITEM).where(items.c.thread_id == thread_id)
-        if not include_hidden:
-            query = query.where(items.c.content.is_not(None))
-        async with self._db.transaction() as conn:
-            if not await self._thread_exists(conn, thread_id, lock=False):
-                raise ThreadNotFound(thread_id)
-            check_page(order, limit)
-            # A hidden item is a valid cursor for the visible listing too.
-            keys = [
-                None
-                if cursor is None
-                else await position(
-                    conn,
-                    select(items.c.created_at, items.c.seq).where(
-                        items.c.thread_id == thread_id, items.c.id == cursor
-                    ),
-                    "item",
-                    thread_id,
-                    cursor,
-                    param,
-                )
-                for cursor, param in ((after, "after"), (before, "before"))
-            ]
-            key = (items.c.created_at, items.c.seq)
-            rows, has_more = await page(conn, query, key, limit, order, *keys)
-        return Page([_item(row) for row in rows], has_more)
+        return await self._db.run(
+            lambda conn: ops.list_items(
+                conn, thread_id, limit, order, after, before, include_hidden
+            )
+        )
 
     # -- attachments ------------------------------------------------------------------------
 
@@ -487,42 +304,21 @@ class SQLStore(ConversationStore):
             "upload_token_digest": attachment.upload_token_digest,
             "size_bytes": attachment.size_bytes,
         }
-        async with self._db.transaction(write=True) as conn:
-            if attachment.thread_id is not None and not await self._thread_exists(
-                conn, attachment.thread_id, lock=True
-            ):
-                await self._delete_attachments(conn, attachments.c.id == attachment.id)
-                return
-            upsert = _insert_for(conn).values(values)
-            changed = {name: upsert.excluded[name] for name in values if name != "id"}
-            await conn.execute(upsert.on_conflict_do_update(index_elements=["id"], set_=changed))
+        await self._db.run(lambda conn: ops.save_attachment(conn, self._blobs, values), write=True)
 
     async def get_attachment(self, attachment_id: str) -> StoredAttachment:
         """Return attachment metadata (see the interface)."""
-        query = select(*_ATTACHMENT).where(attachments.c.id == attachment_id)
-        async with self._db.transaction() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            raise AttachmentNotFound(attachment_id)
-        return _attachment(row)
+        return await self._db.run(lambda conn: ops.get_attachment(conn, attachment_id))
 
     async def delete_attachment(self, attachment_id: str) -> StoredAttachment:
         """Delete attachment metadata and bytes (see the interface)."""
-        async with self._db.transaction(write=True) as conn:
-            gone = await self._delete_attachments(conn, attachments.c.id == attachment_id)
+        where = attachments.c.id == attachment_id
+        gone = await self._db.run(
+            lambda conn: ops.delete_attachments(conn, self._blobs, where), write=True
+        )
         if not gone:
             raise AttachmentNotFound(attachment_id)
-        return _attachment(gone[0])
-
-    async def _delete_attachments(
-        self, conn: AsyncConnection, where: ColumnElement[bool]
-    ) -> list[AnyRow]:
-        statement = delete(attachments).where(where).returning(*_ATTACHMENT)
-        gone = list((await conn.execute(statement)).all())
-        # Inside the transaction (SQLite's write lock held): a new upload of the same id
-        # cannot land between the commit and the removal.
-        await self._blobs.remove([row.id for row in gone])
-        return gone
+        return gone[0]
 
     async def update_attachment(
         self,
@@ -539,19 +335,9 @@ class SQLStore(ConversationStore):
             changes["thread_id"] = thread_id
         if not changes:
             return await self.get_attachment(attachment_id)
-        statement = (
-            update(attachments)
-            .where(attachments.c.id == attachment_id)
-            .values(changes)
-            .returning(*_ATTACHMENT)
+        return await self._db.run(
+            lambda conn: ops.update_attachment(conn, attachment_id, changes), write=True
         )
-        async with self._db.transaction(write=True) as conn:
-            if thread_id is not None and not await self._thread_exists(conn, thread_id, lock=True):
-                raise ThreadNotFound(thread_id)
-            row = (await conn.execute(statement)).first()
-        if row is None:
-            raise AttachmentNotFound(attachment_id)
-        return _attachment(row)
 
     async def write_attachment_bytes(
         self,
@@ -573,31 +359,14 @@ class SQLStore(ConversationStore):
         changes: dict[str, Any] = {"upload_token_digest": None}
         if data is not None:
             changes["data"] = json_copy(dict(data))
-
-        async def finish(
-            conn: AsyncConnection, attachment_id: str, size: int, blob: dict[str, Any]
-        ) -> StoredAttachment:
-            statement = update(attachments).where(attachments.c.id == attachment_id)
-            if upload_token_digest is not None:
-                statement = statement.where(
-                    attachments.c.upload_token_digest == upload_token_digest
-                )
-            row = (
-                await conn.execute(
-                    statement.values(size_bytes=size, **changes, **blob).returning(*_ATTACHMENT)
-                )
-            ).first()
-            if row is None:  # deleted meanwhile, or the token was used by another upload
-                raise AttachmentNotFound(attachment_id)
-            return _attachment(row)
-
-        return await self._blobs.write(
-            self._db.transaction, attachment_id, chunks, max_bytes, finish
+        finish = functools.partial(
+            ops.finish_upload, token_digest=upload_token_digest, changes=changes
         )
+        return await self._blobs.write(self._db.run, attachment_id, chunks, max_bytes, finish)
 
     async def read_attachment_bytes(self, attachment_id: str) -> AsyncIterator[bytes]:
         """Stream an attachment's bytes (see the interface)."""
-        async for chunk in self._blobs.read(self._db.transaction, attachment_id):
+        async for chunk in self._blobs.read(self._db.run, attachment_id):
             yield chunk
 
     # -- maintenance ------------------------------------------------------------------------
@@ -611,47 +380,30 @@ class SQLStore(ConversationStore):
         cursors become unknown), and on PostgreSQL the chunks of uploads that failed without
         cleaning up after themselves.
         """
+        blobs = self._blobs
         deleted_threads = 0
         if threads_before is not None:
-            old = (
-                select(threads.c.id)
-                .where(threads.c.created_at < threads_before)
-                .order_by(threads.c.created_at, threads.c.seq)
-                .limit(_THREAD_BATCH)
-            )
-            while True:
-                async with self._db.transaction(write=True) as conn:
-                    ids = list((await conn.execute(old)).scalars())
-                    gone = await self._delete_threads(conn, ids) if ids else []
-                deleted_threads += len(gone)
-                if len(ids) < _THREAD_BATCH:
-                    break
+            found = _THREAD_BATCH
+            while found == _THREAD_BATCH:
+                batch = functools.partial(
+                    ops.purge_threads,
+                    blobs=blobs,
+                    before=threads_before,
+                    batch=_THREAD_BATCH,
+                    now=self._now(),
+                )
+                found, deleted = await self._db.run(batch, write=True)
+                deleted_threads += deleted
         deleted_attachments = 0
         if attachments_before is not None:
-            stale = (
-                select(attachments.c.id)
-                .where(
-                    attachments.c.created_at < attachments_before,
-                    attachments.c.upload_token_digest.is_not(None)
-                    | attachments.c.thread_id.is_(None),
+            found = _BATCH
+            while found == _BATCH:
+                found, deleted = await self._db.run(
+                    lambda conn: ops.purge_attachments(conn, blobs, attachments_before, _BATCH),
+                    write=True,
                 )
-                .limit(_BATCH)
-            )
-            while True:
-                async with self._db.transaction(write=True) as conn:
-                    ids = list((await conn.execute(stale)).scalars())
-                    gone = await self._delete_attachments(conn, attachments.c.id.in_(ids))
-                deleted_attachments += len(gone)
-                if len(ids) < _BATCH:
-                    break
-        cutoff = math.floor(self._clock.time()) - _TOMBSTONE_TTL_S
-        await forget(self._db.transaction, cutoff, _BATCH)
-        await self._blobs.purge(self._db.transaction, cutoff, _BATCH)
+                deleted_attachments += deleted
+        cutoff = self._now() - _TOMBSTONE_TTL_S
+        await forget(self._db.run, cutoff, _BATCH)
+        await self._blobs.purge(self._db.run, cutoff, _BATCH)
         return PurgeResult(deleted_threads, deleted_attachments)
-
-
-def _insert_for(conn: AsyncConnection) -> Any:
-    """Return the dialect's ``insert`` (both offer ``on_conflict_do_update``)."""
-    if conn.dialect.name == "postgresql":
-        return pg_dialect.insert(attachments)
-    return sqlite_dialect.insert(attachments)

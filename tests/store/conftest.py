@@ -6,7 +6,7 @@ schema (``rk_test_<hex>``, dropped afterwards). PostgreSQL is found by :mod:`tes
 (``RATEKEEPER_TEST_POSTGRES_URL``, else the local server with trust auth); when none answers
 the PostgreSQL cases are skipped with the reason, or fail when ``CI`` is set.
 
-aiosqlite and asyncpg are asyncio libraries, so these tests run on asyncio only.
+asyncpg is an asyncio library, so these tests run on asyncio only.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ async def _backing(kind: str, tmp_path: Path) -> AsyncIterator[Backing]:
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """aiosqlite and asyncpg: asyncio only."""
+    """asyncpg: asyncio only."""
     return "asyncio"
 
 

@@ -338,6 +338,19 @@ async def test_a_locked_sqlite_database_is_unavailable_within_the_timeout(
     assert await store.count_threads() == 2
 
 
+async def test_more_concurrent_operations_than_sqlite_worker_threads_all_succeed(
+    sqlite_backing: Backing,
+) -> None:
+    """SQLite runs each operation on one of a few worker threads: the rest wait their turn."""
+    store = await sqlite_backing.make()
+    thread = await store.create_thread("u")
+    async with anyio.create_task_group() as tasks:
+        for n in range(40):
+            tasks.start_soon(store.add_item, thread.id, user_message(str(n)))
+            tasks.start_soon(store.list_threads)
+    assert len(await walk_items(store, thread.id)) == 40
+
+
 async def test_values_the_database_cannot_keep_are_value_errors(sql_backing: Backing) -> None:
     """Text the database refuses is the caller's ValueError, not StoreUnavailable."""
     store = await sql_backing.make()
@@ -448,8 +461,8 @@ async def test_postgresql_chunks_of_replaced_and_abandoned_uploads_go(
 @pytest.mark.parametrize(
     ("url", "driver"),
     [
-        ("sqlite:///data/store.sqlite3", "sqlite+aiosqlite"),
-        ("sqlite+aiosqlite:///data/store.sqlite3", "sqlite+aiosqlite"),
+        ("sqlite:///data/store.sqlite3", "sqlite+pysqlite"),
+        ("sqlite+pysqlite:///data/store.sqlite3", "sqlite+pysqlite"),
         ("postgresql://rk:pw@db.internal:5432/chat", "postgresql+asyncpg"),
         ("postgres://rk@db.internal/chat", "postgresql+asyncpg"),
         ("postgresql+asyncpg://rk@db.internal/chat", "postgresql+asyncpg"),
