@@ -11,9 +11,10 @@ Scenarios:
   gate's full decision: lookup, expiry, exact sliding window, headers, metrics).
 * ``create``: ``POST /v1/chatkit/sessions`` with the minimal body: session creation (auth,
   beta header, JSON parsing and validation, the gate, the full response).
-* ``list``: ``GET /v1/chatkit/threads?user=…&limit=20`` over 100 seeded threads... seeded
-  through the REST surface is impossible (threads come from the protocol endpoint), so this one
-  lists an empty user: routing, auth and the list envelope.
+* ``list``: ``GET /v1/chatkit/threads?user=…&limit=20`` for a user with no threads: routing,
+  auth, one query of the conversation store (``--store``: a fresh SQLite file by default, the
+  kind ``ratekeeper serve`` uses; ``--store memory`` for the in-process store) and the list
+  envelope.
 
 Then the same four requests go straight into the ASGI app in this process (no sockets, no
 uvicorn): the service's own cost per request, Starlette included.
@@ -33,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -152,11 +154,12 @@ def _median(runs: list[Result]) -> Result:
     return Result(middle.name, middle.requests, middle.seconds, statuses, latencies)
 
 
-async def in_process(rounds: int, calls: int) -> dict[str, float]:
+async def in_process(rounds: int, calls: int, store: str) -> dict[str, float]:
     """Microseconds per request through the full Starlette app, called directly (median)."""
     from ratekeeper.server import ServerSettings, create_app
 
-    app = create_app(ServerSettings(api_keys=(API_KEY,)))
+    app = create_app(ServerSettings(api_keys=(API_KEY,), store=store))
+    await app.state.ratekeeper.store.open()  # no lifespan here: open what it would open
     gate = app.state.ratekeeper.gate
     session = await gate.create_session("bench", max_requests_per_1_minute=1_000_000_000)
     auth = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"openai-beta", BETA.encode())]
@@ -217,7 +220,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(port: int, backend: str, core: int | None) -> subprocess.Popen[bytes]:
+def start_server(port: int, backend: str, store: str, core: int | None) -> subprocess.Popen[bytes]:
     exe = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
     command = [
         exe,
@@ -228,6 +231,8 @@ def start_server(port: int, backend: str, core: int | None) -> subprocess.Popen[
         API_KEY,
         "--backend",
         backend,
+        "--store",
+        store,
         "--no-access-log",
         "--log-level",
         "warning",
@@ -268,15 +273,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="connections")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="cap per scenario")
     parser.add_argument("--backend", default="memory", help="'memory' or a Redis URL")
+    parser.add_argument(
+        "--store",
+        help="conversation store URL (default: a fresh SQLite file, the service's default kind)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON too")
     args = parser.parse_args()
+    if args.store is None:
+        args.store = f"sqlite:///{tempfile.mkdtemp(prefix='rk-bench-')}/ratekeeper.sqlite3"
 
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server_core = cores[0] if len(cores) >= 2 else None
     if len(cores) >= 2:
         os.sched_setaffinity(0, {cores[1]})
     port = free_port()
-    server = start_server(port, args.backend, server_core)
+    server = start_server(port, args.backend, args.store, server_core)
     try:
         secret = make_session(port)
         auth = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": BETA}
@@ -313,7 +324,8 @@ def main() -> None:
         server.wait(timeout=30)
 
     print(
-        f"\nratekeeper serve, backend={args.backend}, {args.concurrency} connections, "
+        f"\nratekeeper serve, backend={args.backend}, store={args.store}, "
+        f"{args.concurrency} connections, "
         f"server on core {server_core}, load generator on core "
         f"{cores[1] if len(cores) >= 2 else 'shared'} (Python {sys.version.split()[0]})\n"
     )
@@ -328,7 +340,7 @@ def main() -> None:
         )
     base = results[0].rate
     print(f"\nadmit / healthz throughput: {results[1].rate / base:.2f}")
-    costs = _run(in_process(args.rounds, 5_000))
+    costs = _run(in_process(args.rounds, 5_000, args.store))
     print("\nin process, straight into the ASGI app (median of rounds):\n")
     print("| request | µs per request |")
     print("|---|---:|")

@@ -22,7 +22,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +29,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+
+from tests.service import free_port
 
 __all__ = (
     "PrivatePostgres",
@@ -125,13 +126,6 @@ def postgres_bin(tool: str) -> str:
     return on_path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrivatePostgres:
     """A PostgreSQL cluster of a test's own: ``initdb`` into a temporary directory, then
     ``pg_ctl`` to start, stop, pause (SIGSTOP) and resume it on a free loopback port.
@@ -141,7 +135,7 @@ class PrivatePostgres:
     """
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="rk-pg-"))
         self.data = self.directory / "data"
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"

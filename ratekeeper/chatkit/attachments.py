@@ -45,7 +45,7 @@ from ..store import (
     StoredAttachment,
 )
 from .context import ChatKitContext
-from .store import attachment_from_json, attachment_json
+from .store import attachment_from_json, attachment_json, owned_attachment
 
 __all__ = ("ChatKitAttachmentStore", "UploadRefused")
 
@@ -207,11 +207,8 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
         Raises:
             NotFoundError: no such attachment for this user, or its bytes have not arrived.
         """
-        try:
-            stored = await self.conversations.get_attachment(attachment_id)
-        except AttachmentNotFound:
-            stored = None
-        if stored is None or stored.user != context.user or stored.size_bytes is None:
+        stored = await owned_attachment(self.conversations, attachment_id, context)
+        if stored.size_bytes is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
         try:
             async for chunk in self.conversations.read_attachment_bytes(attachment_id):
@@ -236,12 +233,7 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
         Raises:
             NotFoundError: no such attachment for this user.
         """
-        try:
-            stored = await self.conversations.get_attachment(attachment_id)
-        except AttachmentNotFound:
-            raise NotFoundError(f"Attachment {attachment_id} not found") from None
-        if stored.user != context.user:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
+        await owned_attachment(self.conversations, attachment_id, context)
 
     def __repr__(self) -> str:
         return f"ChatKitAttachmentStore({self.conversations!r})"

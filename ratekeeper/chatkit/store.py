@@ -39,7 +39,7 @@ from .context import ChatKitContext
 from .limits import page_after, recent_window, thread_title
 from .rest_shapes import chatkit_item, chatkit_thread, rest_content, rest_status, unix_seconds
 
-__all__ = ("ChatKitStore", "attachment_from_json", "attachment_json")
+__all__ = ("ChatKitStore", "attachment_from_json", "attachment_json", "owned_attachment")
 
 Order = Literal["asc", "desc"]
 #: Most items scanned to decide whether a message is its thread's first user message.
@@ -64,6 +64,22 @@ def attachment_from_json(stored: StoredAttachment) -> Attachment:
         return _ATTACHMENT.validate_python(stored.data.get("attachment"))
     except ValidationError:
         raise NotFoundError(f"Attachment {stored.id} not found") from None
+
+
+async def owned_attachment(
+    conversations: ConversationStore, attachment_id: str, context: ChatKitContext
+) -> StoredAttachment:
+    """Return the user's stored attachment; ``NotFoundError`` for any other, or none.
+
+    Another user's attachment does not exist, as far as the protocol tells: ids never leak.
+    """
+    try:
+        stored = await conversations.get_attachment(attachment_id)
+    except AttachmentNotFound:
+        raise NotFoundError(f"Attachment {attachment_id} not found") from None
+    if stored.user != context.user:
+        raise NotFoundError(f"Attachment {attachment_id} not found")
+    return stored
 
 
 def _thread_id(thread: ThreadMetadata) -> str:
@@ -306,13 +322,7 @@ class ChatKitStore(Store[ChatKitContext]):
     async def _owned_attachment(
         self, attachment_id: str, context: ChatKitContext
     ) -> StoredAttachment:
-        try:
-            stored = await self.conversations.get_attachment(attachment_id)
-        except AttachmentNotFound:
-            raise NotFoundError(f"Attachment {attachment_id} not found") from None
-        if stored.user != context.user:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        return stored
+        return await owned_attachment(self.conversations, attachment_id, context)
 
     async def save_attachment(self, attachment: Attachment, context: ChatKitContext) -> None:
         """Create or update attachment metadata owned by the user.

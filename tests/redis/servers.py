@@ -20,7 +20,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ import redis
 
 from ratekeeper.clock import ManualClock
 from ratekeeper.redis import RedisBackend
+from tests.service import free_port
 
 __all__ = (
     "RedisCluster",
@@ -48,14 +48,6 @@ __all__ = (
 
 # Startup is polled against real processes; the bound only turns a broken server into an error.
 _READY_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require_binary(name: str) -> str:

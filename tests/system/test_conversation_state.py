@@ -7,6 +7,7 @@ and a database outage must be a 503 (never a 500 or a hang) that heals by itself
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -19,21 +20,13 @@ import httpx
 import openai
 import pytest
 
+from tests.chatkit.conftest import user_input as _input
 from tests.postgres import PrivatePostgres, require_postgres, scratch_database
 from tests.redis.servers import RedisProcess
 from tests.service import ServiceProcess
 
 # A PNG's first bytes, then filler: the service stores bytes, it does not decode images.
 _IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
-
-
-def _input(text: str, attachments: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "content": [{"type": "input_text", "text": text}],
-        "attachments": attachments or [],
-        "quoted_text": None,
-        "inference_options": {},
-    }
 
 
 def _chatkit(
@@ -193,13 +186,28 @@ def test_four_workers_on_redis_and_postgres_share_every_thread(redis_url: str) -
             )
 
 
-@pytest.mark.redis
-def test_concurrent_appends_to_one_thread_on_several_workers_lose_nothing(redis_url: str) -> None:
-    """Two clients appending to one thread at once, through four workers: every message lands."""
+@contextlib.contextmanager
+def _store_flags(kind: str, tmp_path: Path) -> Iterator[tuple[str, ...]]:
+    """The flags of a shared store: the default SQLite file in a data directory, or a scratch
+    PostgreSQL database."""
+    if kind == "sqlite":
+        yield ("--data-dir", str(tmp_path / "data"))
+        return
     require_postgres()
+    with scratch_database() as database:
+        yield ("--store", database)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_concurrent_appends_to_one_thread_on_several_workers_lose_nothing(
+    redis_url: str, kind: str, tmp_path: Path
+) -> None:
+    """Two clients appending to one thread at once, through four workers sharing the default
+    SQLite file (no 'database is locked' reaches anyone) or PostgreSQL: every message lands."""
     with (
-        scratch_database() as database,
-        ServiceProcess("--backend", redis_url, "--store", database, "--workers", "4") as service,
+        _store_flags(kind, tmp_path) as store,
+        ServiceProcess("--backend", redis_url, *store, "--workers", "4") as service,
     ):
         secret = service.create_session(10_000)["client_secret"]
         thread_id = _new_thread(service, secret, "start")
