@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -48,7 +49,13 @@ from ..clock import Clock
 from ..errors import BackendError, InvalidParameter, SessionNotFound
 from ..gate import Gate
 from ..ratelimit_headers import error_body, verdict_for
-from ..store import AttachmentNotFound, ConversationStore, ThreadNotFound, UnstorableValue
+from ..store import (
+    AttachmentNotFound,
+    ConversationStore,
+    StoreUnavailable,
+    ThreadNotFound,
+    UnstorableValue,
+)
 from ..types import Decision, Reason, Session, SessionStatus
 from .attachments import ChatKitAttachmentStore, UploadRefused
 from .context import ChatKitContext
@@ -73,6 +80,17 @@ _UNSTORABLE = (
     "The request holds a value the conversation store cannot keep (such as a NUL character)."
 )
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# An image preview is served from the service's own origin, with a type the client declared:
+# one that is no plain `image/<subtype>` (a header injection, parameters, non-ASCII) is served
+# as bytes, and whatever it is, it may run and load nothing (an SVG's script, opened as a page)
+# nor hand its token-bearing URL on as a Referer.
+_IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_PREVIEW_HEADERS = {
+    "cache-control": "private, max-age=3600",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+    "referrer-policy": "no-referrer",
+}
 _logger = logging.getLogger("ratekeeper.chatkit")
 
 #: Builds the ``ChatKitServer`` on the endpoint's stores: ``factory(store, attachment_store)``.
@@ -109,13 +127,20 @@ def _ended_session_error(status: str, headers: Mapping[str, str] | None = None) 
     return Response(verdict.body(), verdict.status_code, merged, media_type="application/json")
 
 
-def _unavailable(headers: Mapping[str, str] | None = None) -> Response:
+def _unavailable(exc: BackendError, headers: Mapping[str, str] | None = None) -> Response:
+    """The 503 of a failing session backend, or of a failing conversation store (as on REST)."""
+    if isinstance(exc, StoreUnavailable):
+        message = "The conversation store is unavailable. Please retry shortly."
+        code = "store_unavailable"
+    else:
+        message, code = (
+            "The session store is unavailable. Please retry shortly.",
+            "backend_unavailable",
+        )
+    # The cause may name hosts or users: logged by its type only, never answered.
+    _logger.warning("ratekeeper: %s: %s", code, type(exc.__cause__).__name__)
     return _error(
-        503,
-        "The service's state is unavailable. Please retry shortly.",
-        "backend_unavailable",
-        type_="server_error",
-        headers={**(headers or {}), "retry-after": "1"},
+        503, message, code, type_="server_error", headers={**(headers or {}), "retry-after": "1"}
     )
 
 
@@ -210,8 +235,8 @@ class ChatKitEndpoint:
         headers = dict(verdict.headers)
         try:
             session = await self.gate.lookup(secret) if secret is not None else None
-        except BackendError:
-            return _unavailable(headers)
+        except BackendError as exc:
+            return _unavailable(exc, headers)
         if session is None:
             return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
         if session.status is not SessionStatus.ACTIVE:
@@ -339,7 +364,7 @@ class ChatKitEndpoint:
                 headers=headers,
             )
         if isinstance(exc, BackendError):
-            return _unavailable(headers)
+            return _unavailable(exc, headers)
         if isinstance(exc, SessionNotFound):  # purged between admission and reserve_upload
             return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
         _logger.error("ChatKit request failed: %s", type(exc).__name__, exc_info=exc)
@@ -383,8 +408,8 @@ class ChatKitEndpoint:
         token = request.query_params.get("token", "")
         try:
             pending = await self.attachments.pending(attachment_id, token)
-        except BackendError:
-            return _unavailable()
+        except BackendError as exc:
+            return _unavailable(exc)
         if pending is None or pending.session_id is None or pending.declared_bytes is None:
             return _error(
                 404,
@@ -395,8 +420,8 @@ class ChatKitEndpoint:
             session = await self.gate.get(pending.session_id)
         except SessionNotFound:
             return _ended_session_error(Reason.UNKNOWN_SESSION)
-        except BackendError:
-            return _unavailable()
+        except BackendError as exc:
+            return _unavailable(exc)
         if session.status is not SessionStatus.ACTIVE:
             return _ended_session_error(session.status.value)
         declared = request.headers.get("content-length")
@@ -428,34 +453,44 @@ class ChatKitEndpoint:
             return _error(400, f"Malformed upload: {str(exc.detail)[:200]}", "invalid_upload")
         except UploadRefused as exc:
             return _error(exc.status_code, exc.message, exc.code)
-        except BackendError:
-            return _unavailable()
+        except BackendError as exc:
+            return _unavailable(exc)
         body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
         return Response(body, media_type="application/json")
 
     async def preview(self, request: Request) -> Response:
         """Serve an uploaded image's bytes to the holder of its preview URL."""
         attachment_id = request.path_params["attachment_id"]
+        gone = _error(404, "No image preview at this URL.", "not_found")
         try:
             stored = await self.attachments.preview(
                 attachment_id, request.query_params.get("token", "")
             )
-        except BackendError:
-            return _unavailable()
-        if stored is None:
-            return _error(404, "No image preview at this URL.", "not_found")
+            if stored is None:
+                return gone
+            chunks = self.store.conversations.read_attachment_bytes(attachment_id)
+            # The first block is read before the answer starts: bytes deleted since the token
+            # was checked (by another worker, say) are still a 404, not a 200 cut short.
+            first = await anext(chunks, b"")
+        except AttachmentNotFound:
+            return gone
+        except BackendError as exc:
+            return _unavailable(exc)
         attachment = stored.data.get("attachment") or {}
-        media_type = str(attachment.get("mime_type") or "application/octet-stream")
-        chunks = self.store.conversations.read_attachment_bytes(attachment_id)
+        media_type = str(attachment.get("mime_type") or "").lower()
+        if _IMAGE_TYPE.fullmatch(media_type) is None:
+            media_type = "application/octet-stream"
         return StreamingResponse(
-            chunks,
+            _prepend(first, chunks),
             media_type=media_type,
-            headers={
-                "cache-control": "private, max-age=3600",
-                "x-content-type-options": "nosniff",
-                "content-length": str(stored.size_bytes),
-            },
+            headers={**_PREVIEW_HEADERS, "content-length": str(stored.size_bytes)},
         )
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:

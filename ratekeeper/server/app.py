@@ -279,7 +279,15 @@ def _chatkit_protocol_routes(
         if server_factory is None and (exc.name or "").partition(".")[0] in ("chatkit", "agents"):
             return []
         raise
-    return list(chatkit_routes(context.gate, context.store, server_factory, clock=clock))
+    return list(
+        chatkit_routes(
+            context.gate,
+            context.store,
+            server_factory,
+            clock=clock,
+            public_url=context.settings.public_url,
+        )
+    )
 
 
 def app_from_env() -> Starlette:

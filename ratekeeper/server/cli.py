@@ -9,12 +9,21 @@ settings handed over through the environment.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .settings import SETTINGS, ServerSettings, SettingsError, default_data_dir, setting_value
+from ..errors import RatekeeperError
+from .settings import (
+    SETTINGS,
+    ServerSettings,
+    SettingsError,
+    default_data_dir,
+    hide_url_secrets,
+    setting_value,
+)
 
 __all__ = ("build_parser", "main", "settings_from_args", "store_announcement")
 
@@ -120,10 +129,47 @@ def store_announcement(settings: ServerSettings) -> str:
     )
 
 
+class _StoreNotReady(RatekeeperError):
+    """Raised when the conversation store cannot be opened at start (the message says why)."""
+
+
+def _open_store_once(settings: ServerSettings) -> None:
+    """Open the conversation store (creating or upgrading its schema) and close it again.
+
+    Done before uvicorn starts, once for all workers: a store that cannot be opened then stops
+    the command with one line and a non-zero status, where uvicorn would print each worker's
+    traceback (and, with several workers, exit 0 after they all failed).
+
+    Raises:
+        _StoreNotReady: the database is unreachable, or holds a schema this release cannot use.
+    """
+    from ..store import StoreSchemaError, StoreUnavailable
+    from .app import store_from_settings
+
+    store = store_from_settings(settings)
+
+    async def open_and_close() -> None:
+        try:
+            await store.open()
+        finally:
+            await store.aclose()
+
+    try:
+        asyncio.run(open_and_close())
+    except StoreUnavailable as exc:
+        message = str(exc)  # names the store already, without its password
+    except StoreSchemaError as exc:
+        message = f"conversation store {settings.shown_store_url}: {exc}"
+    else:
+        return
+    # Drivers take a password from the query string too, and may quote the URL as given.
+    raise _StoreNotReady(hide_url_secrets(message, settings.store_url))
+
+
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    from .app import backend_from_settings, create_app, store_from_settings
+    from .app import backend_from_settings, create_app
     from .auth import announce_generated_key, new_api_key
     from .logs import uvicorn_log_config
 
@@ -135,6 +181,7 @@ def _serve(settings: ServerSettings) -> None:
     print(store_announcement(settings), file=sys.stderr, flush=True)
     # Resolved once here, so that every worker opens the very same store.
     settings = settings.with_values(store=settings.store_url)
+    _open_store_once(settings)
     log_config = uvicorn_log_config(settings.log_level)
     common: dict[str, Any] = {
         "host": settings.host,
@@ -148,9 +195,8 @@ def _serve(settings: ServerSettings) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
         return
-    # Fail here, once, rather than in every worker.
+    # Fail here, once, rather than in every worker (the store was opened above).
     backend_from_settings(settings)
-    store_from_settings(settings)
     os.environ.update(settings.to_env())
     uvicorn.run(
         "ratekeeper.server.app:app_from_env", factory=True, workers=settings.workers, **common
@@ -168,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingsError, ValueError) as exc:
             print(f"ratekeeper serve: error: {exc}", file=sys.stderr)
             return 2
+        except _StoreNotReady as exc:
+            print(f"ratekeeper serve: error: {exc}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             return 130
     return 0

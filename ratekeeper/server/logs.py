@@ -1,7 +1,8 @@
 """Logging for ``ratekeeper serve``: uvicorn's configuration plus a filter that hides secrets.
 
 Paths are logged by uvicorn's access log; a client that puts a client secret in a URL by
-mistake must not get it written to disk, so every access-log record is redacted.
+mistake must not get it written to disk, nor may the ``token=`` that authorizes an attachment's
+upload or preview URL, so every access-log record is redacted.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ __all__ = ("RedactSecrets", "uvicorn_log_config")
 
 
 class RedactSecrets(logging.Filter):
-    """Replace secret-like tokens (``ek_…``) in a record's message, string arguments, and
-    the text of its traceback (an exception's message may quote a secret).
+    """Replace secret-like tokens (``ek_…``) and URLs' ``token=`` values in a record's
+    message, string arguments, and the text of its traceback (an exception's message may
+    quote a secret).
 
     Stateless, so safe to share across threads.
     """

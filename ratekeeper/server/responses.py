@@ -35,12 +35,19 @@ REQUEST_ID_KEY = "ratekeeper.request_id"
 _logger = logging.getLogger("ratekeeper.server")
 # Anything that looks like a client secret, and the longest text ever echoed back.
 _SECRET_LIKE = re.compile(r"ek_[A-Za-z0-9_\-]*")
+# The `token` of a URL's query: what authorizes a ChatKit attachment's upload and preview URLs.
+_URL_TOKEN = re.compile(r"([?&]token=)[^&#\s\"']+")
 _MAX_ECHO = 200
 
 
 def hide_secrets(text: str) -> str:
-    """Return ``text`` with every secret-like token (``ek_…``) replaced by ``ek_…``."""
-    return _SECRET_LIKE.sub("ek_…", text) if "ek_" in text else text
+    """Return ``text`` with every secret-like token (``ek_…``) replaced by ``ek_…``, and every
+    URL's ``token=`` value (an attachment's upload or preview URL) by ``…``."""
+    if "ek_" in text:
+        text = _SECRET_LIKE.sub("ek_…", text)
+    if "token=" in text:
+        text = _URL_TOKEN.sub(r"\1…", text)
+    return text
 
 
 def redact(text: str) -> str:
@@ -152,8 +159,7 @@ async def _unstorable_value(request: Request, exc: Exception) -> Response:
     # The database's own words may quote input: say what is wrong, not what it said.
     return error_response(
         400,
-        "The request holds a value the conversation store cannot keep (such as a NUL "
-        "character).",
+        "The request holds a value the conversation store cannot keep (such as a NUL character).",
         code="invalid_value",
     )
 

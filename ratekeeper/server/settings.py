@@ -9,11 +9,13 @@ A flag beats its environment variable, which beats the default.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from .._urls import hide_password as _hide_password
+from .._urls import hide_url_secrets
 
 __all__ = (
     "SETTINGS",
@@ -21,13 +23,12 @@ __all__ = (
     "Setting",
     "SettingsError",
     "default_data_dir",
+    "hide_url_secrets",
     "parse_bool",
 )
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-# redis-py also reads a password from the query string (unix:///path?password=...).
-_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -90,6 +91,24 @@ def _store(text: str) -> str:
     )
 
 
+#: Longest ``store_timeout_s`` accepted. SQLite's busy timeout is an int of milliseconds: past
+#: about 24.8 days it wrapped to 0, and workers sharing the file met "database is locked" at
+#: once. No request should wait an hour on the store anyway.
+MAX_STORE_TIMEOUT_S = 3600.0
+
+
+def _check_store_timeout(value: float) -> float:
+    if not 0 < value <= MAX_STORE_TIMEOUT_S:  # also refuses NaN
+        raise ValueError(
+            f"expected seconds above 0 and at most {MAX_STORE_TIMEOUT_S:.0f}, got {value!r}"
+        )
+    return value
+
+
+def _store_timeout(text: str) -> float:
+    return _check_store_timeout(float(text))
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= MAX_RETENTION_S:  # also refuses NaN
@@ -102,6 +121,22 @@ def _days(text: str) -> float:
     if not 0 < value <= MAX_RETENTION_S / 86_400:  # also refuses NaN
         raise ValueError(f"expected days above 0 and at most 3650, got {text}")
     return value
+
+
+def _public_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or any(c in rest for c in "?# "):
+        raise ValueError(f"expected an http:// or https:// base URL, got {text!r}")
+    return value
+
+
+def _directory(text: str) -> str:
+    # An empty value would quietly be the working directory, the very thing --data-dir is
+    # there to avoid; "~" is not expanded by env files (systemd, docker compose).
+    if not text.strip():
+        raise ValueError("expected a directory, got an empty value")
+    return str(Path(text).expanduser())
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -121,20 +156,6 @@ def _log_level(text: str) -> str:
     if value not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
     return value
-
-
-def _hide_password(url: str) -> str:
-    """Return ``url`` with its password (``user:password@``, ``?password=``) replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    authority, path = rest[:cut], rest[cut:]
-    userinfo, at, host = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.partition(':')[0]}:***@{host}"
-    path = _PASSWORD_QUERY.sub(r"\1***", path)
-    return f"{scheme}://{authority}{path}"
 
 
 def _backend(text: str) -> str:
@@ -224,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir",
         "--data-dir",
         "RATEKEEPER_DATA_DIR",
-        str,
+        _directory,
         "Directory of the default SQLite store and its attachment bytes, created when missing "
         "(default: $XDG_DATA_HOME/ratekeeper, else ~/.local/share/ratekeeper).",
         metavar="DIR",
@@ -251,8 +272,8 @@ SETTINGS: tuple[Setting, ...] = (
         "store_timeout_s",
         "--store-timeout",
         "RATEKEEPER_STORE_TIMEOUT_S",
-        _seconds,
-        "Longest wait on the store's database for one operation; then 503.",
+        _store_timeout,
+        "Longest wait on the store's database for one operation; then 503 (above 0, at most 3600).",
         metavar="SECONDS",
     ),
     Setting(
@@ -272,6 +293,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Accept REST requests without 'OpenAI-Beta: chatkit_beta=v1' (default: 400 "
         "invalid_beta, as OpenAI answers).",
         is_flag=True,
+    ),
+    Setting(
+        "public_url",
+        "--public-url",
+        "RATEKEEPER_PUBLIC_URL",
+        _public_url,
+        "The service's external base URL (https://chat.example.com), for the attachment upload "
+        "and image preview URLs it hands out; default: each request's own Host.",
+        metavar="URL",
     ),
     Setting(
         "max_body_bytes",
@@ -338,6 +368,8 @@ class ServerSettings:
         store_timeout_s: longest wait on the store's database for one operation.
         workers: worker processes (> 1 only with Redis and a SQL store).
         allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
+        public_url: external base URL for the upload and preview URLs (``None``: the
+            request's own).
         max_body_bytes: largest request body accepted.
         max_sessions: cap on active sessions (``None``: 1,000,000 in memory, none on Redis).
         retention_s: how long ended sessions are remembered.
@@ -358,6 +390,7 @@ class ServerSettings:
     store_timeout_s: float = 10.0
     workers: int = 1
     allow_missing_beta_header: bool = False
+    public_url: str | None = None
     max_body_bytes: int = 1_048_576
     max_sessions: int | None = None
     retention_s: float = 3600.0
@@ -434,8 +467,9 @@ class ServerSettings:
         """Return ``self`` if the settings are consistent.
 
         Raises:
-            SettingsError: several workers on the in-memory backend, a cluster flag
-                without a Redis URL, or a retention that is not 0..MAX_RETENTION_S seconds.
+            SettingsError: several workers on the in-memory backend (or store), a cluster
+                flag without a Redis URL, a retention that is not 0..MAX_RETENTION_S seconds,
+                or a store timeout that is not above 0 and at most MAX_STORE_TIMEOUT_S.
         """
         if self.workers > 1 and self.uses_memory:
             raise SettingsError(
@@ -455,6 +489,10 @@ class ServerSettings:
             _check_retention(self.retention_s)
         except ValueError as exc:
             raise SettingsError(f"invalid retention_s / --retention: {exc}") from None
+        try:
+            _check_store_timeout(self.store_timeout_s)
+        except ValueError as exc:
+            raise SettingsError(f"invalid store_timeout_s / --store-timeout: {exc}") from None
         return self
 
 

@@ -15,7 +15,6 @@ Pick an implementation with :func:`store_from_url`:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..clock import Clock
@@ -100,7 +99,11 @@ def store_from_url(
         )
     try:
         from ._sql import SQLStore
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        # Only a missing package is an installation matter; any other ImportError is a bug,
+        # and must say so.
+        if (exc.name or "").partition(".")[0] not in ("sqlalchemy", "asyncpg", "greenlet"):
+            raise
         raise ValueError(
             f"the SQL stores need SQLAlchemy and a driver ({exc}); install 'ratekeeper[store]'"
         ) from None
@@ -114,8 +117,3 @@ def __getattr__(name: str) -> object:
 
         return SQLStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def default_sqlite_path(data_dir: str | Path) -> Path:
-    """Return where the service keeps its SQLite store inside ``data_dir``."""
-    return Path(data_dir) / "ratekeeper.sqlite3"

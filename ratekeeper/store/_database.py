@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from .._urls import hide_password, hide_url_secrets
 from ._schema import lock_for_migration, migrate
 from ._values import StoreUnavailable, UnstorableValue
 
@@ -168,7 +169,7 @@ class Database:
     @property
     def safe_url(self) -> str:
         """The URL without its password (for messages and ``repr``)."""
-        return self.url.render_as_string(hide_password=True)
+        return hide_password(self.url.render_as_string(hide_password=True))
 
     def _create_sqlite_engine(self) -> Engine:
         engine = create_engine(
@@ -214,7 +215,9 @@ class Database:
         try:
             # Bounds every wait for another process's lock inside a worker thread, which the
             # backstop cannot interrupt (see run()).
-            cursor.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+            # An int of milliseconds: past 2**31 - 1 SQLite would wrap it to "never wait".
+            busy_ms = min(int(self.timeout_s * 1000), 2**31 - 1)
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
             # NORMAL: durable across process crashes; consistent (if not durable to the last
             # commit) across power loss. Per connection, as foreign_keys.
@@ -340,8 +343,7 @@ class Database:
             detail = f"no answer within {self.timeout_s:g}s"
         else:
             detail = f"{type(cause).__name__}: {detail or 'failed'}"
-        if self.url.password:
-            detail = detail.replace(str(self.url.password), "***")
+        detail = hide_url_secrets(detail, self.url.render_as_string(hide_password=False))
         return StoreUnavailable(f"conversation store {self.safe_url} unavailable ({detail})")
 
 

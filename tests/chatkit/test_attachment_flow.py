@@ -232,3 +232,37 @@ def test_a_message_with_an_attachment_lists_it_through_the_protocol(
         }
     ]
     assert preview(users[1]["attachments"][0]["preview_url"]).content == PNG
+
+
+def test_a_preview_is_served_so_that_it_can_run_nothing_and_leak_no_token(
+    protocol: Protocol,
+) -> None:
+    """An SVG may hold a script: opened as a page (not an <img>), the preview must not run it
+    in the service's origin, nor send its token-bearing URL on as a Referer."""
+    session = uploader(protocol)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    created = create(protocol, session, "x.svg", "image/svg+xml", len(svg))
+    shown = preview(upload(protocol, created, svg)["preview_url"])
+    assert shown.status_code == 200
+    assert shown.content == svg
+    policy = shown.headers["content-security-policy"]
+    assert "sandbox" in policy
+    assert "default-src 'none'" in policy
+    assert shown.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    "mime_type", ["image/png\r\nSet-Cookie: session=stolen", "image/pngé", "image/png; q=\x01"]
+)
+def test_a_preview_of_a_malformed_image_type_is_served_as_plain_bytes(
+    protocol: Protocol, mime_type: str
+) -> None:
+    """The client declares the MIME type: one that is no valid header value (a header
+    injection, non-ASCII) is served as application/octet-stream, never a broken response."""
+    session = uploader(protocol)
+    created = create(protocol, session, "x.png", mime_type, len(PNG))
+    shown = preview(upload(protocol, created, PNG)["preview_url"])
+    assert shown.status_code == 200
+    assert shown.content == PNG
+    assert shown.headers["content-type"] == "application/octet-stream"
+    assert "set-cookie" not in shown.headers

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from ratekeeper.server import (
     backend_from_settings,
 )
 from ratekeeper.server.cli import build_parser, main, settings_from_args, store_announcement
+from ratekeeper.store import store_from_url
 
 RATEKEEPER = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
 
@@ -94,6 +97,13 @@ def test_settings_round_trip_through_the_environment() -> None:
         (["--retention", "nan"], {}, "RATEKEEPER_RETENTION_S"),
         ([], {"RATEKEEPER_RETENTION_S": "1e20"}, "RATEKEEPER_RETENTION_S"),
         (["--retention", "-1"], {}, "RATEKEEPER_RETENTION_S"),
+        # SQLite's busy timeout is an int of milliseconds: past ~24.8 days it became 0, and
+        # workers sharing the file met "database is locked" at once.
+        (["--store-timeout", "3000000"], {}, "RATEKEEPER_STORE_TIMEOUT_S"),
+        ([], {"RATEKEEPER_STORE_TIMEOUT_S": "3601"}, "RATEKEEPER_STORE_TIMEOUT_S"),
+        # Empty, it would put the default store in the working directory, wherever that is.
+        ([], {"RATEKEEPER_DATA_DIR": ""}, "RATEKEEPER_DATA_DIR"),
+        (["--data-dir", " "], {}, "RATEKEEPER_DATA_DIR"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(
@@ -108,6 +118,19 @@ def test_settings_built_in_python_are_checked_for_retention_too() -> None:
     """create_app refuses an infinite retention (it crashed the Redis backend at start)."""
     with pytest.raises(SettingsError, match="retention"):
         ServerSettings(retention_s=float("inf")).checked()
+
+
+def test_a_data_dir_from_an_env_file_has_its_tilde_expanded() -> None:
+    """RATEKEEPER_DATA_DIR=~/rk (env files do not expand ~) is the home's rk, not ./~/rk."""
+    settings = parse([], {"RATEKEEPER_DATA_DIR": "~/rk"})
+    assert settings.store_url == f"sqlite:///{Path.home() / 'rk' / 'ratekeeper.sqlite3'}"
+
+
+def test_settings_built_in_python_are_checked_for_the_store_timeout_too() -> None:
+    """create_app refuses a store timeout SQLite cannot honour, or none at all."""
+    for seconds in (3_000_000.0, 0.0, float("nan")):
+        with pytest.raises(SettingsError, match="store_timeout_s"):
+            ServerSettings(store_timeout_s=seconds).checked()
 
 
 def test_api_keys_never_appear_in_errors_or_repr() -> None:
@@ -236,6 +259,92 @@ def _read_until(process: subprocess.Popen[str], marker: str) -> list[str]:
         if marker in line:
             return lines
     raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def _newer_schema(path: Path) -> str:
+    """A SQLite store that a newer release wrote: its schema version is one past ours."""
+
+    async def create() -> None:
+        store = store_from_url(f"sqlite:///{path}")
+        await store.open()
+        await store.aclose()
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ratekeeper_schema SET version = version + 1")
+    db.close()
+    return f"sqlite:///{path}"
+
+
+def _unopenable_stores(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Flags naming a store that cannot be opened, and what the error line must say."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    return {
+        "unreachable": (
+            ["--store", "postgresql://u:secretpw@127.0.0.1:1/x"],
+            "postgresql+asyncpg://u:***@127.0.0.1:1/x unavailable",
+        ),
+        "password in the query": (
+            ["--store", "postgresql://u@127.0.0.1:1/x?password=secretpw"],
+            "unavailable (ConnectionRefusedError",
+        ),
+        "newer schema": (
+            ["--store", _newer_schema(tmp_path / "newer.sqlite3")],
+            "newer than this release knows",
+        ),
+        "data dir is a file": (["--data-dir", str(a_file)], "File exists"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["unreachable", "password in the query", "newer schema", "data dir is a file"]
+)
+def test_a_store_that_cannot_be_opened_stops_the_start_in_one_line(
+    tmp_path: Path, case: str
+) -> None:
+    """Unreachable PostgreSQL, a newer schema, a data directory that is a file: the command
+    exits non-zero with one clear line, no traceback, and no password."""
+    flags, expected = _unopenable_stores(tmp_path)[case]
+    result = _serve_briefly(tmp_path, *flags)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secretpw" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ratekeeper serve: error: "), result.stderr
+    assert expected in last
+
+
+def test_several_workers_on_a_store_that_cannot_be_opened_exit_non_zero(tmp_path: Path) -> None:
+    """With --workers 2 the store is opened once, before any worker starts: exit status 1
+    (uvicorn's supervisor would exit 0 after its workers failed to start)."""
+    result = _serve_briefly(
+        tmp_path,
+        "--workers",
+        "2",
+        "--backend",
+        "redis://127.0.0.1:1/0",
+        "--store",
+        "postgresql://u:secretpw@127.0.0.1:1/x",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secretpw" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("ratekeeper serve: error: ")
+
+
+def _serve_briefly(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ratekeeper serve`` with ``flags`` on a free port; it is expected to stop itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    return subprocess.run(
+        [RATEKEEPER, "serve", "--port", "0", "--api-key", "rk-test", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
 
 
 def test_docs_list_every_setting() -> None:

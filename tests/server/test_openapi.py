@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -52,6 +53,23 @@ def test_documented_paths_are_exactly_the_app_routes() -> None:
         served.setdefault(route.path, set()).update(methods)
     documented = {path: set(item) for path, item in document["paths"].items()}
     assert documented == served
+
+
+def test_docs_endpoint_table_names_every_route() -> None:
+    """docs/server.md's endpoint table lists every path the app serves, with its methods."""
+    table = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
+    table = table.partition("## Endpoints")[2].partition("\n\n")[2].partition("\n\n")[0]
+    rows: dict[str, set[str]] = {}
+    for line in table.splitlines()[2:]:
+        verbs, path = (cell.strip() for cell in line.split("|")[1:3])
+        listed = rows.setdefault(path.strip("`").partition("?")[0], set())
+        listed.update(verb.strip().lower() for verb in verbs.split(","))
+    app = create_app(ServerSettings(api_keys=(API_KEY,)))
+    for route in app.routes:
+        assert isinstance(route, Route)
+        served = {m.lower() for m in (route.methods or ())} - {"head"}
+        assert route.path in rows, route.path
+        assert served <= rows[route.path], route.path
 
 
 def test_chatkit_operations_keep_openai_ids_and_schemas() -> None:

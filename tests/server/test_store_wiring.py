@@ -154,3 +154,44 @@ def test_a_value_postgresql_cannot_keep_is_a_400_not_a_500() -> None:
     assert answer.status_code == 200, answer.text
     assert '"type":"error"' in answer.text
     assert "cannot keep" in answer.text
+
+
+def test_public_url_is_where_upload_and_preview_urls_point() -> None:
+    """--public-url: the URLs handed out name the external host, not the request's Host."""
+    app = create_app(
+        ServerSettings(
+            api_keys=(API_KEY,), store="memory", public_url="https://chat.example.com/rk"
+        )
+    )
+    with serve(app) as url:
+        headers = {"Authorization": f"Bearer {API_KEY}", **BETA}
+        created = httpx.post(
+            f"{url}/v1/chatkit/sessions",
+            json={
+                "user": "u_public",
+                "workflow": {"id": "wf_1"},
+                "chatkit_configuration": {"file_upload": {"enabled": True}},
+            },
+            headers=headers,
+        )
+        secret = created.json()["client_secret"]
+        answer = httpx.post(
+            f"{url}/chatkit",
+            json={
+                "type": "attachments.create",
+                "params": {"name": "a.png", "size": 3, "mime_type": "image/png"},
+            },
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+    assert answer.status_code == 200, answer.text
+    attachment = answer.json()
+    base = "https://chat.example.com/rk/chatkit/attachments/"
+    assert attachment["upload_descriptor"]["url"].startswith(base)
+    assert attachment["preview_url"].startswith(base)
+
+
+@pytest.mark.parametrize("value", ["chat.example.com", "ftp://x", "https://x/?a=1", "https://"])
+def test_a_public_url_must_be_an_http_base_url(value: str) -> None:
+    """A --public-url that is no http(s) base URL is a settings error naming the setting."""
+    with pytest.raises(SettingsError, match="RATEKEEPER_PUBLIC_URL"):
+        ServerSettings.from_env({"RATEKEEPER_PUBLIC_URL": value})

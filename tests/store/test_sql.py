@@ -3,6 +3,7 @@ versions, failures as StoreUnavailable, and where SQLite keeps attachment bytes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import sqlite3
@@ -517,3 +518,13 @@ async def test_open_applies_upgrade_steps_once(
     assert await sql_backing.query("SELECT version FROM ratekeeper_schema") == [(2,)]
     assert await sql_backing.query("SELECT count(*) FROM upgraded") == [(0,)]
     assert await upgraded.get_thread(thread.id) == thread
+
+
+def test_a_password_in_the_query_string_is_hidden_too() -> None:
+    """`?password=` (which libpq and asyncpg read) never shows in repr or in an outage error."""
+    store = store_from_url("postgresql://rk@127.0.0.1:1/x?password=querysecret", timeout_s=1)
+    assert "querysecret" not in repr(store)
+    with pytest.raises(StoreUnavailable) as caught:
+        asyncio.run(store.open())
+    assert "querysecret" not in str(caught.value)
+    asyncio.run(store.aclose())
