@@ -42,7 +42,10 @@ R = TypeVar("R")
 #: Execution option marking a write transaction (SQLite begins it IMMEDIATE).
 _WRITE = "ratekeeper_write"
 #: SQLite transactions running at once in one process (worker threads, pooled connections).
-_SQLITE_THREADS = 8
+#: More threads only fight the event loop for the GIL: with 8, the service's thread listing
+#: at 32 connections had a p99 of 173 ms; with 4, 25 ms at the same throughput
+#: (benchmarks/server_load.py, docs/benchmarks.md).
+_SQLITE_THREADS = 4
 
 
 class Run(Protocol):
