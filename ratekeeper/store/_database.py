@@ -182,8 +182,8 @@ class Database:
             connect_args={"timeout": self.timeout_s, "check_same_thread": False},
             poolclass=QueuePool,
             pool_size=_SQLITE_THREADS,
-            # Beyond the pool: threads the backstop abandoned (see run()) still hold theirs
-            # until their transaction ends, and the limiter no longer counts them.
+            # Beyond the pool: a WAL switch given up at open (_ensure_wal abandons its thread
+            # at the deadline) may still hold a connection the limiter no longer counts.
             max_overflow=_SQLITE_THREADS,
             pool_timeout=self.timeout_s,
             # A file has no server to lose and get back: nothing to ping.
@@ -301,27 +301,11 @@ class Database:
             sqlalchemy.exc.IntegrityError: a constraint failed (callers turn it into theirs).
         """
         try:
-            with anyio.fail_after(self.timeout_s):
-                if self._async_engine is not None:
+            if self._async_engine is not None:
+                with anyio.fail_after(self.timeout_s):
                     async with self._async_engine.begin() as conn:
                         return await conn.run_sync(fn)
-                # The backstop (or the caller's own cancellation) abandons the worker thread
-                # rather than wait for it, so the caller gets StoreUnavailable on time. The
-                # thread carries on alone: its begin() block still commits or rolls back and
-                # returns the connection to the pool (nothing leaks), bounded by busy_timeout
-                # for locks and by pool_timeout for a connection; its outcome, even a commit,
-                # is dropped, as a server's lost reply would be. The write lock is released
-                # meanwhile: the next writer may meet that transaction in SQLite's busy
-                # handler, for at most the rest of its busy_timeout.
-                thread = functools.partial(self._in_sqlite_thread, fn, write)
-                if write and self._write_lock is not None:
-                    async with self._write_lock:
-                        return await anyio.to_thread.run_sync(
-                            thread, abandon_on_cancel=True, limiter=self._threads
-                        )
-                return await anyio.to_thread.run_sync(
-                    thread, abandon_on_cancel=True, limiter=self._threads
-                )
+            return await self._run_in_sqlite_thread(fn, write)
         except sa_exc.IntegrityError:
             raise
         except sa_exc.DBAPIError as exc:
@@ -332,11 +316,50 @@ class Database:
         except _UNAVAILABLE as exc:
             raise self.unavailable(exc) from exc
 
-    def _in_sqlite_thread(self, fn: Callable[[Connection], R], write: bool) -> R:
+    async def _run_in_sqlite_thread(self, fn: Callable[[Connection], R], write: bool) -> R:
+        """SQLite: wait (cancellably, within the deadline) for our turn, then run ``fn`` whole
+        on a worker thread and take its outcome, whatever it is.
+
+        Once a transaction runs it is never abandoned: a caller told "unavailable" must not
+        find its write committed after all (a retried create would be a duplicate). Instead the
+        transaction's own waits are bounded by what is left of the deadline: SQLite's busy
+        timeout is set to it for that transaction, so the thread ends on time by itself, with
+        its commit or with SQLITE_BUSY. The only unbounded wait left is a stalled disk.
+        """
+        deadline = anyio.current_time() + self.timeout_s
+        lock = self._write_lock if write else None
+        with anyio.fail_after(self.timeout_s):
+            if lock is not None:
+                await lock.acquire()
+        try:
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                await self._threads.acquire()
+            try:
+                wait_s = max(deadline - anyio.current_time(), 0.001)
+                work = functools.partial(self._in_sqlite_thread, fn, write, wait_s)
+                # Shielded: the caller waits for the outcome (at most wait_s of lock waits),
+                # even when cancelled meanwhile (a client that hung up, say).
+                with anyio.CancelScope(shield=True):
+                    result = await anyio.to_thread.run_sync(work)
+                return result
+            finally:
+                self._threads.release()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _in_sqlite_thread(self, fn: Callable[[Connection], R], write: bool, wait_s: float) -> R:
         engine = self._writer if write else self._engine
         assert engine is not None
-        with engine.begin() as conn:
-            return fn(conn)
+        with engine.connect() as conn:
+            # Outside any transaction, on the driver's connection: BEGIN IMMEDIATE itself
+            # must wait no longer than the caller's deadline allows. An int of milliseconds,
+            # which SQLite would wrap to "never wait" past 2**31 - 1.
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute(f"PRAGMA busy_timeout = {min(max(int(wait_s * 1000), 1), 2**31 - 1)}")
+            with conn.begin():
+                return fn(conn)
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """Return the StoreUnavailable for ``exc`` (raise it ``from exc``); no password shown."""
