@@ -52,7 +52,16 @@ class SessionNotFound(RatekeeperError, LookupError):
 
 
 class BackendError(RatekeeperError):
-    """Raised when the state backend (e.g. Redis) fails; the driver's error is the cause."""
+    """Raised when the state backend (e.g. Redis) fails; the driver's error is the cause.
+
+    Attributes:
+        code: the ``code`` of the 503 every HTTP edge answers it with.
+        public_message: that answer's ``message``: never the cause's text, which may name
+            hosts, users or keys (the cause is logged by its type only).
+    """
+
+    code = "backend_unavailable"
+    public_message = "The session store is unavailable. Please retry shortly."
 
 
 class GateRejection(RatekeeperError):

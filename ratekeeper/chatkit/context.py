@@ -67,14 +67,14 @@ class ChatKitContext:
 
     def preview_url(self, attachment_id: str, token: str) -> str:
         """Return the URL an image attachment's preview is served from."""
-        return (
-            f"{self.upload_url_base}{quote(attachment_id, safe='')}/preview"
-            f"?token={quote(token, safe='')}"
-        )
+        return self._attachment_url(attachment_id, "preview", token)
 
     def upload_url(self, attachment_id: str, token: str) -> str:
         """Return the URL a client uploads an attachment's bytes to (two-phase upload)."""
+        return self._attachment_url(attachment_id, "upload", token)
+
+    def _attachment_url(self, attachment_id: str, action: str, token: str) -> str:
         return (
-            f"{self.upload_url_base}{quote(attachment_id, safe='')}/upload"
+            f"{self.upload_url_base}{quote(attachment_id, safe='')}/{action}"
             f"?token={quote(token, safe='')}"
         )

@@ -52,7 +52,6 @@ from ..ratelimit_headers import error_body, verdict_for
 from ..store import (
     AttachmentNotFound,
     ConversationStore,
-    StoreUnavailable,
     ThreadNotFound,
     UnstorableValue,
 )
@@ -76,9 +75,6 @@ __all__ = (
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # Room for the multipart framing around an uploaded file's bytes.
 _MULTIPART_OVERHEAD = 64 * 1024
-_UNSTORABLE = (
-    "The request holds a value the conversation store cannot keep (such as a NUL character)."
-)
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 # An image preview is served from the service's own origin, with a type the client declared:
 # one that is no plain `image/<subtype>` (a header injection, parameters, non-ASCII) is served
@@ -129,18 +125,14 @@ def _ended_session_error(status: str, headers: Mapping[str, str] | None = None) 
 
 def _unavailable(exc: BackendError, headers: Mapping[str, str] | None = None) -> Response:
     """The 503 of a failing session backend, or of a failing conversation store (as on REST)."""
-    if isinstance(exc, StoreUnavailable):
-        message = "The conversation store is unavailable. Please retry shortly."
-        code = "store_unavailable"
-    else:
-        message, code = (
-            "The session store is unavailable. Please retry shortly.",
-            "backend_unavailable",
-        )
     # The cause may name hosts or users: logged by its type only, never answered.
-    _logger.warning("ratekeeper: %s: %s", code, type(exc.__cause__).__name__)
+    _logger.warning("ratekeeper: %s: %s", exc.code, type(exc.__cause__).__name__)
     return _error(
-        503, message, code, type_="server_error", headers={**(headers or {}), "retry-after": "1"}
+        503,
+        exc.public_message,
+        exc.code,
+        type_="server_error",
+        headers={**(headers or {}), "retry-after": "1"},
     )
 
 
@@ -350,7 +342,7 @@ class ChatKitEndpoint:
         if isinstance(exc, ThreadNotFound | AttachmentNotFound):  # a custom server's own reads
             return _error(404, exc.message[:200], "not_found", headers=headers)
         if isinstance(exc, UnstorableValue):
-            return _error(400, _UNSTORABLE, "invalid_value", headers=headers)
+            return _error(400, exc.public_message, "invalid_value", headers=headers)
         if isinstance(exc, InvalidParameter):
             return _error(400, exc.message[:300], exc.code, param=exc.param, headers=headers)
         if isinstance(exc, ValidationError):
@@ -385,7 +377,7 @@ class ChatKitEndpoint:
             if isinstance(exc, ChatKitLimitError | NotFoundError):
                 event = ErrorEvent(code="custom", message=str(exc)[:300], allow_retry=False)
             elif isinstance(exc, UnstorableValue):
-                event = ErrorEvent(code="custom", message=_UNSTORABLE, allow_retry=False)
+                event = ErrorEvent(code="custom", message=exc.public_message, allow_retry=False)
             elif isinstance(exc, BackendError):  # the store or backend went away mid-stream
                 _logger.warning("ChatKit stream failed: %s", type(exc.__cause__).__name__)
                 event = ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)

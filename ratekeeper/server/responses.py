@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
 from ..ratelimit_headers import error_body
-from ..store import StoreUnavailable, ThreadNotFound, UnstorableValue
+from ..store import ThreadNotFound, UnstorableValue
 
 __all__ = (
     "REQUEST_ID_KEY",
@@ -132,36 +132,18 @@ async def _thread_not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _backend_error(request: Request, exc: Exception) -> Response:
-    # The cause may name hosts or keys: log it here, never in the response.
-    _logger.warning("ratekeeper: session backend failed: %s", type(exc.__cause__).__name__)
+    # The session backend or the conversation store: the cause may name hosts or keys, so it
+    # is logged by its type only, never answered.
+    assert isinstance(exc, BackendError)
+    _logger.warning("ratekeeper: %s: %s", exc.code, type(exc.__cause__).__name__)
     return error_response(
-        503,
-        "The session store is unavailable. Please retry shortly.",
-        type="server_error",
-        code="backend_unavailable",
-        headers={"retry-after": "1"},
-    )
-
-
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    # As for the session backend: the cause (hosts, users) is logged, never answered.
-    _logger.warning("ratekeeper: conversation store failed: %s", type(exc.__cause__).__name__)
-    return error_response(
-        503,
-        "The conversation store is unavailable. Please retry shortly.",
-        type="server_error",
-        code="store_unavailable",
-        headers={"retry-after": "1"},
+        503, exc.public_message, type="server_error", code=exc.code, headers={"retry-after": "1"}
     )
 
 
 async def _unstorable_value(request: Request, exc: Exception) -> Response:
-    # The database's own words may quote input: say what is wrong, not what it said.
-    return error_response(
-        400,
-        "The request holds a value the conversation store cannot keep (such as a NUL character).",
-        code="invalid_value",
-    )
+    assert isinstance(exc, UnstorableValue)
+    return error_response(400, exc.public_message, code="invalid_value")
 
 
 async def _capacity_exceeded(request: Request, exc: Exception) -> Response:
@@ -211,7 +193,6 @@ def exception_handlers() -> dict[Any, Any]:
         InvalidParameter: _invalid_parameter,
         SessionNotFound: _session_not_found,
         ThreadNotFound: _thread_not_found,
-        StoreUnavailable: _store_unavailable,
         UnstorableValue: _unstorable_value,
         BackendError: _backend_error,
         CapacityExceeded: _capacity_exceeded,

@@ -99,9 +99,13 @@ class StoreSchemaError(RatekeeperError):
 class UnstorableValue(RatekeeperError, ValueError):
     """Raised when the database refuses a value (PostgreSQL keeps no NUL character in text).
 
-    A client's bad input, not a failure: the service answers 400. The message names what the
-    database said, never the value.
+    A client's bad input, not a failure: the service answers 400 with :attr:`public_message`
+    (the database's own words may quote the input).
     """
+
+    public_message = (
+        "The request holds a value the conversation store cannot keep (such as a NUL character)."
+    )
 
 
 class StoreUnavailable(BackendError):
@@ -110,6 +114,9 @@ class StoreUnavailable(BackendError):
     A :class:`~ratekeeper.errors.BackendError`, so the service answers it as it answers a
     failing session backend: 503, never a 500. The driver's error is the cause.
     """
+
+    code = "store_unavailable"
+    public_message = "The conversation store is unavailable. Please retry shortly."
 
 
 @dataclass(frozen=True, slots=True)
