@@ -11,7 +11,7 @@ Routes::
     GET|POST /ratekeeper/admit                       admit one session request (client secret)
     POST   /chatkit  (+ /chatkit/attachments/…)      ChatKit protocol (client secret), when
                                                      openai-chatkit is installed
-    GET    /healthz  /metrics  /openapi.json         open
+    GET    /healthz  /readyz  /metrics  /openapi.json   open
 """
 
 from __future__ import annotations
@@ -241,6 +241,21 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        # Liveness is /healthz; this says whether requests can be served: the session backend
+        # and the conversation store both answer (each bounded by its own timeout).
+        checks: dict[str, str] = {}
+        for name, probe in (("backend", context.gate.statistics), ("store", context.store.ping)):
+            try:
+                await probe()
+            except BackendError:
+                checks[name] = "unavailable"
+            else:
+                checks[name] = "ok"
+        if all(state == "ok" for state in checks.values()):
+            return JSONResponse({"status": "ready", **checks})
+        return JSONResponse({"status": "unavailable", **checks}, 503, headers={"retry-after": "1"})
+
     async def openapi_json(request: Request) -> Response:
         return Response(openapi, media_type="application/json")
 
@@ -252,6 +267,7 @@ def create_app(
         Route("/v1/chatkit/threads/{thread_id}/items", list_thread_items, methods=["GET"]),
         Route("/ratekeeper/admit", admit, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *_chatkit_protocol_routes(context, chatkit_server_factory, clock),

@@ -340,13 +340,13 @@ class Database:
                 # Shielded: the caller waits for the outcome (at most wait_s of lock waits),
                 # even when cancelled meanwhile (a client that hung up, say).
                 with anyio.CancelScope(shield=True):
-                    result = await anyio.to_thread.run_sync(work)
-                return result
+                    outcome = await anyio.to_thread.run_sync(work)
             finally:
                 self._threads.release()
         finally:
             if lock is not None:
                 lock.release()
+        return outcome
 
     def _in_sqlite_thread(self, fn: Callable[[Connection], R], write: bool, wait_s: float) -> R:
         engine = self._writer if write else self._engine

@@ -17,6 +17,7 @@ from ratekeeper.server import ServerSettings, create_app, store_from_settings
 from ratekeeper.server.settings import SettingsError
 from ratekeeper.store import MemoryStore, StoredAttachment, StoreUnavailable, ThreadNotFound
 from tests.postgres import require_postgres, scratch_database
+from tests.service import free_port
 
 from .conftest import API_KEY, BETA, serve
 
@@ -195,3 +196,26 @@ def test_a_public_url_must_be_an_http_base_url(value: str) -> None:
     """A --public-url that is no http(s) base URL is a settings error naming the setting."""
     with pytest.raises(SettingsError, match="RATEKEEPER_PUBLIC_URL"):
         ServerSettings.from_env({"RATEKEEPER_PUBLIC_URL": value})
+
+
+def test_readyz_is_ready_when_backend_and_store_answer() -> None:
+    """/readyz: 200 naming both parts ok (liveness stays /healthz)."""
+    app = create_app(ServerSettings(api_keys=(API_KEY,), store="memory"))
+    with serve(app) as url:
+        response = httpx.get(f"{url}/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "backend": "ok", "store": "ok"}
+
+
+@pytest.mark.redis
+def test_readyz_is_503_while_the_session_backend_is_unreachable() -> None:
+    """A Redis nobody listens on: /healthz 200 (alive), /readyz 503 naming the backend."""
+    settings = ServerSettings(
+        api_keys=(API_KEY,), store="memory", backend=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    with serve(create_app(settings)) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        response = httpx.get(f"{url}/readyz", timeout=30)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"status": "unavailable", "backend": "unavailable", "store": "ok"}

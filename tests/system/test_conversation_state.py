@@ -277,12 +277,16 @@ def test_postgres_outage_is_a_503_that_heals_without_a_restart(tmp_path: Path) -
                 assert status == 503, body
                 assert events == []
                 assert httpx.get(f"{service.url}/healthz", timeout=10).status_code == 200
+                ready = httpx.get(f"{service.url}/readyz", timeout=30)
+                assert ready.status_code == 503
+                assert ready.json()["store"] == "unavailable"
                 if outage == "stopped":
                     postgres.start()
                 else:
                     postgres.resume()
                 assert _items(service, thread_id) == before
 
+            assert httpx.get(f"{service.url}/readyz", timeout=30).json()["status"] == "ready"
             _add_message(service, secret, thread_id, "after the outage")
             texts = [text for _, kind, text in _items(service, thread_id) if "user" in kind]
             assert texts == ["before the outage", "after the outage"]
