@@ -7,6 +7,7 @@ the failures are real ones: another SQLite connection holding the write lock pas
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import pytest
 from ratekeeper.server import ServerSettings, create_app
 from tests.server.conftest import API_KEY, Live, Schemas, serve
 
-from .conftest import Protocol
+from .conftest import Protocol, user_input
 from .test_attachment_flow import PNG, create, preview, upload, uploader
 
 
@@ -76,6 +77,34 @@ def test_the_protocol_endpoint_answers_a_stuck_store_with_503_store_unavailable(
             {"name": "a.txt", "size": 3, "mime_type": "text/plain"},
         )
     check_store_unavailable(response, schemas)
+
+
+def test_a_store_failing_inside_a_stream_is_chatkits_retryable_error_event(
+    sqlite_protocol: Protocol, database: Path
+) -> None:
+    """The stream has started (thread read) when the message cannot be written: ChatKit's own
+    error event, allow_retry, no 500 and no broken stream; the thread is intact afterwards."""
+    session = uploader(sqlite_protocol)
+    thread_id, _ = sqlite_protocol.create_thread(session, "first")
+    with write_lock_held(database):
+        stream = sqlite_protocol.stream(
+            session.secret,
+            "threads.add_user_message",
+            {"thread_id": thread_id, "input": user_input("second")},
+        )
+    assert stream.status_code == 200
+    error = stream.first("error")
+    assert error["allow_retry"] is True
+    assert "locked" not in json.dumps(stream.events)
+    items = sqlite_protocol.post(session.secret, "items.list", {"thread_id": thread_id})
+    assert items.status_code == 200
+    texts = [
+        part["text"]
+        for item in items.json()["data"]
+        if item["type"] == "user_message"
+        for part in item["content"]
+    ]
+    assert texts == ["first"]
 
 
 def test_the_upload_route_answers_a_stuck_store_with_503_store_unavailable(
