@@ -103,18 +103,25 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_default_store_keeps_threads_items_and_bytes_across_restarts(
-    tmp_path: Path, stop: signal.Signals
+def test_threads_items_and_bytes_survive_restarts(
+    tmp_path: Path, stop: signal.Signals, kind: str
 ) -> None:
-    """`ratekeeper serve` on its defaults: stop it either way, start it again, nothing is lost.
+    """`ratekeeper serve` on its default store (and on PostgreSQL): stop it either way, start
+    it again, nothing is lost.
 
     Sessions live in memory and are gone after the restart (as documented); threads, their
-    items and their attachments' bytes live in the SQLite file of the data directory, which
-    the service creates when missing.
+    items and their attachments' bytes live in the store: the SQLite file of the data
+    directory, which the service creates when missing, or PostgreSQL (bytes in chunk rows).
     """
-    data_dir = tmp_path / "fresh" / "data"
-    service = ServiceProcess("--data-dir", str(data_dir))
+    with _store_flags(kind, tmp_path) as store:
+        _restart_keeps_everything(ServiceProcess(*store), stop)
+    if kind == "sqlite":
+        assert (tmp_path / "data" / "ratekeeper.sqlite3").is_file()
+
+
+def _restart_keeps_everything(service: ServiceProcess, stop: signal.Signals) -> None:
     with service:
         session = service.create_session(
             100, chatkit_configuration={"file_upload": {"enabled": True}}
@@ -133,7 +140,6 @@ def test_default_store_keeps_threads_items_and_bytes_across_restarts(
         with service.client() as client:
             title = client.beta.chatkit.threads.retrieve(thread_id).title
         service.stop(stop)
-    assert (data_dir / "ratekeeper.sqlite3").is_file()
 
     with service:
         assert _items(service, thread_id) == before
