@@ -9,13 +9,17 @@ settings handed over through the environment.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import RatekeeperError
+import anyio
+
+from .._urls import hide_password
+from ..errors import BackendError, RatekeeperError
 from .settings import (
     SETTINGS,
     ServerSettings,
@@ -25,7 +29,13 @@ from .settings import (
     setting_value,
 )
 
-__all__ = ("build_parser", "main", "settings_from_args", "store_announcement")
+__all__ = (
+    "build_parser",
+    "endpoints_announcement",
+    "main",
+    "settings_from_args",
+    "store_announcement",
+)
 
 _DESCRIPTION = """\
 Serve OpenAI's ChatKit session REST surface (/v1/chatkit/sessions, /v1/chatkit/threads) with
@@ -129,47 +139,82 @@ def store_announcement(settings: ServerSettings) -> str:
     )
 
 
-class _StoreNotReady(RatekeeperError):
-    """Raised when the conversation store cannot be opened at start (the message says why)."""
+class _NotReady(RatekeeperError):
+    """Raised when the session backend or the conversation store cannot be reached at start."""
 
 
-def _open_store_once(settings: ServerSettings) -> None:
-    """Open the conversation store (creating or upgrading its schema) and close it again.
+def _check_dependencies(settings: ServerSettings) -> None:
+    """Open the conversation store (creating or upgrading its schema) and reach the session
+    backend, once, before uvicorn starts; keep trying for up to ``--start-wait`` seconds.
 
-    Done before uvicorn starts, once for all workers: a store that cannot be opened then stops
-    the command with one line and a non-zero status, where uvicorn would print each worker's
-    traceback (and, with several workers, exit 0 after they all failed).
+    Done once for all workers: what cannot be reached then stops the command with one line and
+    a non-zero status, where uvicorn would print each worker's traceback (and, with several
+    workers, exit 0 after they all failed), or would start and answer every request 503.
 
     Raises:
-        _StoreNotReady: the database is unreachable, or holds a schema this release cannot use.
+        _NotReady: the backend or the store did not answer in time, or the store holds a
+            schema this release cannot use (not retried).
     """
-    from ..store import StoreSchemaError, StoreUnavailable
-    from .app import store_from_settings
+    from ..store import StoreSchemaError
+    from .app import backend_from_settings, store_from_settings
 
-    store = store_from_settings(settings)
-
-    async def open_and_close() -> None:
+    async def attempt() -> str | None:
+        """Return what does not answer, or ``None`` when everything does."""
+        store = store_from_settings(settings)
         try:
             await store.open()
+        except BackendError as exc:  # StoreUnavailable: names the store, password hidden
+            return str(exc)
         finally:
-            await store.aclose()
+            with contextlib.suppress(BackendError):
+                await store.aclose()
+        if settings.uses_memory:
+            return None
+        backend = backend_from_settings(settings)
+        try:
+            await backend.statistics()
+        except BackendError as exc:
+            cause = str(exc.__cause__ or exc).strip().splitlines()
+            detail = f"{type(exc.__cause__ or exc).__name__}: {cause[0][:200] if cause else ''}"
+            return f"session backend {hide_password(settings.backend)} unavailable ({detail})"
+        finally:
+            with contextlib.suppress(BackendError):
+                await backend.aclose()
+        return None
+
+    async def check() -> None:
+        deadline = anyio.current_time() + settings.start_wait_s
+        while (problem := await attempt()) is not None:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise _NotReady(problem)
+            await anyio.sleep(min(1.0, remaining))
 
     try:
-        asyncio.run(open_and_close())
-    except StoreUnavailable as exc:
-        message = str(exc)  # names the store already, without its password
+        anyio.run(check)
     except StoreSchemaError as exc:
-        message = f"conversation store {settings.shown_store_url}: {exc}"
-    else:
-        return
-    # Drivers take a password from the query string too, and may quote the URL as given.
-    raise _StoreNotReady(hide_url_secrets(message, settings.store_url))
+        raise _NotReady(f"conversation store {settings.shown_store_url}: {exc}") from None
+    except _NotReady as exc:
+        # Drivers take a password from the query string too, and may quote the URL as given.
+        message = hide_url_secrets(str(exc), settings.store_url)
+        raise _NotReady(hide_url_secrets(message, settings.backend)) from None
+
+
+def endpoints_announcement() -> str:
+    """Return the start-up line that says which endpoints are served, and what is missing."""
+    served = "/v1/chatkit (REST), /ratekeeper/admit, /healthz, /readyz, /metrics"
+    if importlib.util.find_spec("chatkit") is None:
+        return (
+            f"ratekeeper: serving {served}; not /chatkit (the ChatKit protocol endpoint): "
+            "install ratekeeper[chatkit] for it."
+        )
+    return f"ratekeeper: serving {served}, /chatkit (the ChatKit protocol endpoint)."
 
 
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    from .app import backend_from_settings, create_app
+    from .app import create_app
     from .auth import announce_generated_key, new_api_key
     from .logs import uvicorn_log_config
 
@@ -181,7 +226,8 @@ def _serve(settings: ServerSettings) -> None:
     print(store_announcement(settings), file=sys.stderr, flush=True)
     # Resolved once here, so that every worker opens the very same store.
     settings = settings.with_values(store=settings.store_url)
-    _open_store_once(settings)
+    _check_dependencies(settings)
+    print(endpoints_announcement(), file=sys.stderr, flush=True)
     log_config = uvicorn_log_config(settings.log_level)
     common: dict[str, Any] = {
         "host": settings.host,
@@ -195,8 +241,6 @@ def _serve(settings: ServerSettings) -> None:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)
         return
-    # Fail here, once, rather than in every worker (the store was opened above).
-    backend_from_settings(settings)
     os.environ.update(settings.to_env())
     uvicorn.run(
         "ratekeeper.server.app:app_from_env", factory=True, workers=settings.workers, **common
@@ -214,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingsError, ValueError) as exc:
             print(f"ratekeeper serve: error: {exc}", file=sys.stderr)
             return 2
-        except _StoreNotReady as exc:
+        except _NotReady as exc:
             print(f"ratekeeper serve: error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from .._urls import hide_password as _hide_password
 from .._urls import hide_url_secrets
@@ -131,6 +132,13 @@ def _public_url(text: str) -> str:
     return value
 
 
+def _start_wait(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= MAX_STORE_TIMEOUT_S:  # also refuses NaN
+        raise ValueError(f"expected seconds from 0 to {MAX_STORE_TIMEOUT_S:.0f}, got {text}")
+    return value
+
+
 def _directory(text: str) -> str:
     # An empty value would quietly be the working directory, the very thing --data-dir is
     # there to avoid; "~" is not expanded by env files (systemd, docker compose).
@@ -156,6 +164,16 @@ def _log_level(text: str) -> str:
     if value not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
     return value
+
+
+def _redis_db(url: str) -> int | None:
+    """The database number a Redis URL names (``/5`` or ``?db=5``), ``None`` when none."""
+    parts = urlsplit(url)
+    number = parts.path.strip("/") or dict(parse_qsl(parts.query)).get("db", "")
+    try:
+        return int(number) if number else None
+    except ValueError:
+        return None
 
 
 def _backend(text: str) -> str:
@@ -277,6 +295,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="SECONDS",
     ),
     Setting(
+        "start_wait_s",
+        "--start-wait",
+        "RATEKEEPER_START_WAIT_S",
+        _start_wait,
+        "Seconds to keep trying to reach the session backend and the conversation store at "
+        "start (for orchestrators that start them after the service); 0: fail at once.",
+        metavar="SECONDS",
+    ),
+    Setting(
         "workers",
         "--workers",
         "RATEKEEPER_WORKERS",
@@ -366,6 +393,8 @@ class ServerSettings:
         thread_retention_days: delete threads this many days after creation (``None``: never).
         upload_timeout_s: delete attachments not uploaded, or in no message, after this long.
         store_timeout_s: longest wait on the store's database for one operation.
+        start_wait_s: how long ``ratekeeper serve`` keeps trying to reach the backend and
+            the store at start.
         workers: worker processes (> 1 only with Redis and a SQL store).
         allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
         public_url: external base URL for the upload and preview URLs (``None``: the
@@ -388,6 +417,7 @@ class ServerSettings:
     thread_retention_days: float | None = None
     upload_timeout_s: float = 3600.0
     store_timeout_s: float = 10.0
+    start_wait_s: float = 0.0
     workers: int = 1
     allow_missing_beta_header: bool = False
     public_url: str | None = None
@@ -485,6 +515,11 @@ class ServerSettings:
             )
         if self.redis_cluster and self.uses_memory:
             raise SettingsError("--redis-cluster needs --backend with a Redis URL")
+        if self.redis_cluster and _redis_db(self.backend) not in (None, 0):
+            raise SettingsError(
+                "--redis-cluster: a Redis Cluster has only database 0; drop the database "
+                f"number from --backend ({_hide_password(self.backend)})"
+            )
         try:
             _check_retention(self.retention_s)
         except ValueError as exc:

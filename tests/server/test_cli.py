@@ -21,8 +21,16 @@ from ratekeeper.server import (
     app_from_env,
     backend_from_settings,
 )
-from ratekeeper.server.cli import build_parser, main, settings_from_args, store_announcement
+from ratekeeper.server.cli import (
+    build_parser,
+    endpoints_announcement,
+    main,
+    settings_from_args,
+    store_announcement,
+)
 from ratekeeper.store import store_from_url
+from tests.redis.servers import RedisProcess
+from tests.service import free_port
 
 RATEKEEPER = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
 
@@ -378,3 +386,63 @@ def test_app_from_env_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     app = app_from_env()
     assert app.state.ratekeeper.settings.max_body_bytes == 4096
     assert app.state.ratekeeper.api_keys.matches("rk-from-env")
+
+
+@pytest.mark.redis
+def test_an_unreachable_session_backend_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    """A Redis nobody listens on: exit 1 with one line naming it (password hidden), where the
+    service used to start and answer every session request 503."""
+    result = _serve_briefly(
+        tmp_path, "--backend", f"redis://:secretpw@127.0.0.1:{free_port()}/0", "--store", "memory"
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secretpw" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ratekeeper serve: error: session backend redis://:***@127.0.0.1:")
+    assert "unavailable" in last
+
+
+@pytest.mark.redis
+def test_start_wait_waits_for_a_backend_that_comes_up_later(tmp_path: Path) -> None:
+    """--start-wait: the service keeps trying, and starts once Redis is there."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    command = [
+        RATEKEEPER, "serve", "--port", "0", "--api-key", "rk-test", "--store", "memory",
+        "--backend", f"redis://127.0.0.1:{port}/0", "--start-wait", "60",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    redis_server = None
+    try:
+        _read_until(process, "ratekeeper: threads, items and attachments")
+        assert process.poll() is None  # still waiting, not failed
+        redis_server = RedisProcess(port=port).start()
+        lines = _read_until(process, "Application startup complete")
+        assert not any("Traceback" in line for line in lines)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def test_redis_cluster_with_a_database_number_is_a_settings_error(tmp_path: Path) -> None:
+    """--redis-cluster with /5: a settings error in one line (exit 2), not a traceback."""
+    result = _serve_briefly(
+        tmp_path, "--backend", "redis://127.0.0.1:6379/5", "--redis-cluster", "--store", "memory"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "only database 0" in result.stderr.strip().splitlines()[-1]
+
+
+def test_start_says_which_endpoints_are_served() -> None:
+    """The start-up line names the endpoints, /chatkit included when openai-chatkit is there."""
+    line = endpoints_announcement()
+    assert "/v1/chatkit (REST)" in line
+    assert "/readyz" in line
+    assert "/chatkit (the ChatKit protocol endpoint)" in line
