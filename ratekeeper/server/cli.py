@@ -237,6 +237,9 @@ def _serve(settings: ServerSettings) -> None:
         "log_config": log_config,
         "lifespan": "on",
         "server_header": False,
+        # Without it uvicorn waits for in-flight requests forever: a client that never
+        # finishes its body, or an endless stream, would hold the shutdown.
+        "timeout_graceful_shutdown": settings.drain_timeout_s,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)

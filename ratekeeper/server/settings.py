@@ -132,7 +132,7 @@ def _public_url(text: str) -> str:
     return value
 
 
-def _start_wait(text: str) -> float:
+def _bounded_seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= MAX_STORE_TIMEOUT_S:  # also refuses NaN
         raise ValueError(f"expected seconds from 0 to {MAX_STORE_TIMEOUT_S:.0f}, got {text}")
@@ -298,9 +298,18 @@ SETTINGS: tuple[Setting, ...] = (
         "start_wait_s",
         "--start-wait",
         "RATEKEEPER_START_WAIT_S",
-        _start_wait,
+        _bounded_seconds,
         "Seconds to keep trying to reach the session backend and the conversation store at "
         "start (for orchestrators that start them after the service); 0: fail at once.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "drain_timeout_s",
+        "--drain-timeout",
+        "RATEKEEPER_DRAIN_TIMEOUT_S",
+        _bounded_seconds,
+        "Seconds in-flight requests and ChatKit streams may take to finish at shutdown "
+        "(SIGTERM, SIGINT) before they are cut off.",
         metavar="SECONDS",
     ),
     Setting(
@@ -395,6 +404,7 @@ class ServerSettings:
         store_timeout_s: longest wait on the store's database for one operation.
         start_wait_s: how long ``ratekeeper serve`` keeps trying to reach the backend and
             the store at start.
+        drain_timeout_s: how long in-flight requests may take to finish at shutdown.
         workers: worker processes (> 1 only with Redis and a SQL store).
         allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
         public_url: external base URL for the upload and preview URLs (``None``: the
@@ -418,6 +428,7 @@ class ServerSettings:
     upload_timeout_s: float = 3600.0
     store_timeout_s: float = 10.0
     start_wait_s: float = 0.0
+    drain_timeout_s: float = 30.0
     workers: int = 1
     allow_missing_beta_header: bool = False
     public_url: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -446,3 +448,34 @@ def test_start_says_which_endpoints_are_served() -> None:
     assert "/v1/chatkit (REST)" in line
     assert "/readyz" in line
     assert "/chatkit (the ChatKit protocol endpoint)" in line
+
+
+def test_drain_timeout_bounds_the_shutdown_when_a_request_never_finishes(tmp_path: Path) -> None:
+    """--drain-timeout: a client that never sends the rest of its body cannot hold SIGTERM's
+    shutdown open (uvicorn alone would wait for it for ever)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    command = [
+        RATEKEEPER, "serve", "--port", str(port), "--api-key", "rk-test", "--store", "memory",
+        "--drain-timeout", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _read_until(process, "Uvicorn running on")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(
+                b"POST /v1/chatkit/sessions HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer rk-test\r\nOpenAI-Beta: chatkit_beta=v1\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"user"'
+            )
+            process.send_signal(signal.SIGTERM)
+            # Fails with TimeoutExpired if the half-sent request holds the shutdown; uvicorn
+            # re-raises the signal it caught once it has shut down.
+            assert process.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
