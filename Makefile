@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Serving needs the service and its stores, not the test and lint toolchain.
+SERVE_STAMP := $(VENV)/.installed-serve
 
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# The service's own variables are honoured; HOST=… / PORT=… on the command line win.
+HOST ?= $(or $(RATEKEEPER_HOST),127.0.0.1)
+PORT ?= $(or $(RATEKEEPER_PORT),8000)
 
 .PHONY: test lint typecheck pytest serve bench clean
 
@@ -14,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(SERVE_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[server,chatkit,redis]'
+	touch $(SERVE_STAMP)
 
 test: $(STAMP) lint typecheck pytest
 
@@ -27,7 +35,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	$(BIN)/ratekeeper serve --host $(HOST) --port $(PORT)
 
 bench: $(STAMP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -45,11 +46,19 @@ variable shown; a flag beats its variable.
 """
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ratekeeper")
+    except importlib.metadata.PackageNotFoundError:  # running from a tree never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``ratekeeper`` argument parser with its ``serve`` subcommand."""
     parser = argparse.ArgumentParser(
         prog="ratekeeper", description="ratekeeper: session rate limits and expiry."
     )
+    parser.add_argument("--version", action="version", version=f"ratekeeper {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
         "serve",
@@ -68,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
             "thread_retention_days": "unset: threads are kept",
         }.get(setting.field, default)
         if setting.is_flag:
-            shown = "off" if default == (not setting.flag_value) else "on"
+            # Say what the setting is by default, not whether the flag is given: for
+            # --no-access-log, "access log on", never a bare "off".
+            shown = f"{setting.field.replace('_', ' ')} {'on' if default else 'off'}"
         help_text = f"{setting.help} [env: {setting.env}] (default: {shown})"
         if setting.is_flag:
             serve.add_argument(

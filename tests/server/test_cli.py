@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import select
 import signal
@@ -479,3 +480,21 @@ def test_drain_timeout_bounds_the_shutdown_when_a_request_never_finishes(tmp_pat
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_version_prints_the_installed_version() -> None:
+    """`ratekeeper --version` names the installed distribution's version."""
+    result = subprocess.run(
+        [RATEKEEPER, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ratekeeper {importlib.metadata.version('ratekeeper')}"
+
+
+def test_help_says_what_a_switch_leaves_on_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-access-log's help says the access log is on by default (never a bare 'off')."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: access log on)" in text
+    assert "(default: redis cluster off)" in text
