@@ -54,6 +54,7 @@ _GATE_HEADERS = frozenset(
         "ratelimit-policy",
         "ratelimit",
         "retry-after",
+        "retry-after-ms",
     )
 )
 

@@ -14,8 +14,13 @@ Header formats (documented in ``docs/gate.md``):
 * ``RateLimit-Policy: "session";q=<limit>;w=60`` and ``RateLimit: "session";r=<remaining>;t=<s>``
   per draft-ietf-httpapi-ratelimit-headers-11, ``t`` being the same reset time in whole seconds,
   rounded up.
-* ``Retry-After`` (429 only): seconds until a request could be admitted, an integer >= 1,
-  rounded up.
+* ``Retry-After`` (429 and 503): seconds until a request could be admitted, an integer >= 1,
+  rounded up; ``1`` on a 503.
+* ``retry-after-ms`` (beside every ``Retry-After``): the same wait in whole milliseconds,
+  rounded up, >= 1 (``1000`` on a 503). The openai SDKs read it before ``Retry-After``, so a
+  429's client waits the precise time rather than up to a second more.
+* ``x-should-retry: false`` (401): the secret is missing, unknown or ended, and no retry will
+  change that; the openai SDKs obey the header.
 
 Pure functions and values only: no I/O, no clock, nothing imported from anyio.
 """
@@ -31,7 +36,9 @@ from typing import Any, NamedTuple
 from .types import WINDOW_S, Decision, Reason
 
 __all__ = (
+    "DO_NOT_RETRY",
     "POLICY_NAME",
+    "UNAVAILABLE_RETRY",
     "Verdict",
     "backend_unavailable_verdict",
     "error_body",
@@ -39,7 +46,10 @@ __all__ = (
     "format_duration",
     "missing_secret_verdict",
     "rate_limit_headers",
+    "refusal_headers",
+    "retry_after_ms",
     "retry_after_seconds",
+    "retry_headers",
     "verdict_for",
 )
 
@@ -87,6 +97,45 @@ def _whole_seconds_up(seconds: float) -> int:
 def retry_after_seconds(retry_after: float) -> int:
     """Return the ``Retry-After`` value for a wait of ``retry_after`` seconds: ceil, >= 1."""
     return max(1, _whole_seconds_up(retry_after))
+
+
+def retry_after_ms(retry_after: float) -> int:
+    """Return the ``retry-after-ms`` value for a wait of ``retry_after`` seconds: ceil, >= 1.
+
+    Rounded up to the whole millisecond (with :func:`format_duration`'s tolerance for float
+    noise), so a client that waits that long is never early.
+    """
+    return max(1, math.ceil(retry_after * 1000 - 1e-6))
+
+
+def retry_headers(retry_after: float) -> Headers:
+    """Return ``retry-after`` (whole seconds) and ``retry-after-ms`` for a wait in seconds."""
+    return (
+        ("retry-after", str(retry_after_seconds(retry_after))),
+        ("retry-after-ms", str(retry_after_ms(retry_after))),
+    )
+
+
+#: A 503's retry headers: try again in a second (the backend or store may be back by then).
+UNAVAILABLE_RETRY: Headers = retry_headers(1.0)
+
+#: A 401's: the openai SDKs retry nothing that carries ``x-should-retry: false``, so a dead
+#: client secret is not sent again; only a new session helps.
+DO_NOT_RETRY: Headers = (("x-should-retry", "false"),)
+
+
+def refusal_headers(status_code: int) -> Headers:
+    """Return the retry headers every refusal with ``status_code`` carries.
+
+    :data:`DO_NOT_RETRY` for a 401, :data:`UNAVAILABLE_RETRY` for a 503, nothing otherwise
+    (a 429's depend on its wait: :func:`retry_headers`). Error responses built outside a
+    :class:`Verdict` add these, so every 401 and 503 of the service says the same.
+    """
+    if status_code == 401:
+        return DO_NOT_RETRY
+    if status_code == 503:
+        return UNAVAILABLE_RETRY
+    return ()
 
 
 _WINDOW_DURATION = format_duration(WINDOW_S)
@@ -169,8 +218,9 @@ class Verdict(NamedTuple):
         status_code: 200 when allowed; 401 (no usable secret), 429 (rate limited) or 503
             (backend unavailable, failing closed) otherwise.
         headers: ``(name, value)`` pairs to send, names in lower case. An admitted verdict
-            carries the rate-limit headers; a 429 adds ``retry-after``; a 401 carries
-            ``www-authenticate``; a 503 ``retry-after: 1``. Empty when failing open.
+            carries the rate-limit headers; a 429 adds ``retry-after`` and ``retry-after-ms``; a
+            401 carries ``www-authenticate`` and ``x-should-retry: false``; a 503
+            ``retry-after: 1`` and ``retry-after-ms: 1000``. Empty when failing open.
         error: the OpenAI-shaped error body for a refusal, ``None`` when allowed.
         decision: the engine's decision behind the verdict (``None`` when no decision could
             be made: missing secret, or backend failure while failing closed).
@@ -201,7 +251,7 @@ class Verdict(NamedTuple):
 _MISSING = Verdict(
     False,
     401,
-    (("www-authenticate", 'Bearer realm="ratekeeper"'),),
+    (("www-authenticate", 'Bearer realm="ratekeeper"'), *DO_NOT_RETRY),
     error_body(
         "You didn't provide a client secret. Send the session's client secret in an "
         "Authorization header using Bearer auth (i.e. Authorization: Bearer ek_...).",
@@ -214,7 +264,7 @@ _MISSING = Verdict(
 _UNAVAILABLE = Verdict(
     False,
     503,
-    (("retry-after", "1"),),
+    UNAVAILABLE_RETRY,
     error_body(
         "The session store is unavailable, so the request could not be checked against its "
         "session. Please retry shortly.",
@@ -240,7 +290,10 @@ _REJECT_401 = {
     ),
 }
 
-_INVALID_TOKEN = (("www-authenticate", 'Bearer realm="ratekeeper", error="invalid_token"'),)
+_INVALID_TOKEN = (
+    ("www-authenticate", 'Bearer realm="ratekeeper", error="invalid_token"'),
+    *DO_NOT_RETRY,
+)
 
 
 def missing_secret_verdict() -> Verdict:
@@ -268,10 +321,9 @@ def verdict_for(decision: Decision) -> Verdict:
         return _new(Verdict, (True, 200, headers, None, decision))
     reason = decision.reason
     if reason is Reason.RATE_LIMITED:
-        wait = retry_after_seconds(decision.retry_after)
         headers = (
             *rate_limit_headers(decision.limit, decision.remaining, decision.reset_after),
-            ("retry-after", str(wait)),
+            *retry_headers(decision.retry_after),
         )
         message = (
             f"Rate limit reached for this session on requests per min (RPM): "

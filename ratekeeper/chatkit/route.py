@@ -48,7 +48,7 @@ from starlette.routing import Route
 from ..clock import Clock
 from ..errors import BackendError, InvalidParameter, SessionNotFound
 from ..gate import Gate
-from ..ratelimit_headers import error_body, verdict_for
+from ..ratelimit_headers import error_body, refusal_headers, verdict_for
 from ..store import (
     AttachmentNotFound,
     ConversationStore,
@@ -113,6 +113,10 @@ def _error(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     body = json.dumps(error_body(message, type_, code, param), separators=(",", ":"))
+    # Every 401 and 503 carries its retry headers, as the gate's own refusals do.
+    retry = refusal_headers(status_code)
+    if retry:
+        headers = {**(headers or {}), **dict(retry)}
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
@@ -132,7 +136,7 @@ def _unavailable(exc: BackendError, headers: Mapping[str, str] | None = None) ->
         exc.public_message,
         exc.code,
         type_="server_error",
-        headers={**(headers or {}), "retry-after": "1"},
+        headers=headers,
     )
 
 
@@ -336,7 +340,8 @@ class ChatKitEndpoint:
         """Answer a request the server (or a limit) could not serve, before any stream."""
         if isinstance(exc, ChatKitLimitError):
             body = json.dumps(exc.error_body(), separators=(",", ":"))
-            return Response(body, exc.status_code, headers, media_type="application/json")
+            merged = {**headers, **dict(refusal_headers(exc.status_code))}
+            return Response(body, exc.status_code, merged, media_type="application/json")
         if isinstance(exc, NotFoundError):
             return _error(404, f"{str(exc)[:200]}.", "not_found", headers=headers)
         if isinstance(exc, ThreadNotFound | AttachmentNotFound):  # a custom server's own reads

@@ -11,6 +11,7 @@ Routes::
     GET|POST /ratekeeper/admit                       admit one session request (client secret)
     POST   /chatkit  (+ /chatkit/attachments/…)      ChatKit protocol (client secret), when
                                                      openai-chatkit is installed
+    (the client-secret routes answer CORS for settings.cors_origins, when set)
     GET    /healthz  /readyz  /metrics  /openapi.json   open
 """
 
@@ -39,10 +40,12 @@ from ..clock import Clock, SystemClock
 from ..engine import Engine
 from ..errors import BackendError
 from ..gate import Gate
+from ..ratelimit_headers import UNAVAILABLE_RETRY
 from ..store import ConversationStore, store_from_url
 from .admission import admit
 from .auth import ApiKeys, announce_generated_key, new_api_key
 from .context import ServiceContext
+from .cors import with_cors
 from .middleware import RequestIdMiddleware
 from .responses import exception_handlers
 from .sessions import cancel_session, create_session
@@ -254,23 +257,31 @@ def create_app(
                 checks[name] = "ok"
         if all(state == "ok" for state in checks.values()):
             return JSONResponse({"status": "ready", **checks})
-        return JSONResponse({"status": "unavailable", **checks}, 503, headers={"retry-after": "1"})
+        return JSONResponse(
+            {"status": "unavailable", **checks}, 503, headers=dict(UNAVAILABLE_RETRY)
+        )
 
     async def openapi_json(request: Request) -> Response:
         return Response(openapi, media_type="application/json")
 
+    # The routes a client secret opens: the only ones a browser on another origin may call.
+    session_routes = [
+        Route("/ratekeeper/admit", admit, methods=["GET", "POST"]),
+        *_chatkit_protocol_routes(context, chatkit_server_factory, clock),
+    ]
+    if settings.cors_origins:
+        session_routes = [with_cors(route, settings.cors_origins) for route in session_routes]
     routes: list[BaseRoute] = [
         Route("/v1/chatkit/sessions", create_session, methods=["POST"]),
         Route("/v1/chatkit/sessions/{session_id}/cancel", cancel_session, methods=["POST"]),
         Route("/v1/chatkit/threads", list_threads, methods=["GET"]),
         Route("/v1/chatkit/threads/{thread_id}", thread_resource, methods=["GET", "DELETE"]),
         Route("/v1/chatkit/threads/{thread_id}/items", list_thread_items, methods=["GET"]),
-        Route("/ratekeeper/admit", admit, methods=["GET", "POST"]),
+        *session_routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        *_chatkit_protocol_routes(context, chatkit_server_factory, clock),
     ]
     app = Starlette(
         routes=routes,
@@ -284,7 +295,7 @@ def create_app(
 
 def _chatkit_protocol_routes(
     context: ServiceContext, server_factory: ServerFactory | None, clock: Clock
-) -> list[BaseRoute]:
+) -> list[Route]:
     """``POST /chatkit`` on the app's gate and store, if openai-chatkit is installed.
 
     Imported only here, so the service starts (without the endpoint) when it is not.

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, setting.field)
         shown = {
             "api_keys": "none: one is generated",
+            "cors_origins": "none",
             "max_sessions": "unset",
             "store": "sqlite:///DATA_DIR/ratekeeper.sqlite3",
             "data_dir": str(default_data_dir()),
@@ -90,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help=help_text,
             )
-        elif setting.field == "api_keys":
+        elif setting.repeatable:
             serve.add_argument(
                 setting.flag,
-                dest="api_keys",
+                dest=setting.field,
                 action="append",
                 default=None,
                 metavar=setting.metavar,
@@ -124,9 +125,9 @@ def settings_from_args(
         value = getattr(args, setting.field, None)
         if value is None:
             continue
-        if setting.field == "api_keys":
-            changes["api_keys"] = tuple(
-                key for text in value for key in setting_value(setting, text)
+        if setting.repeatable:
+            changes[setting.field] = tuple(
+                item for text in value for item in setting_value(setting, text)
             )
         elif setting.is_flag:
             changes[setting.field] = value

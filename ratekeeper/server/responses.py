@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
-from ..ratelimit_headers import error_body
+from ..ratelimit_headers import error_body, refusal_headers
 from ..store import ThreadNotFound, UnstorableValue
 
 __all__ = (
@@ -96,7 +96,14 @@ def error_response(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """Return an OpenAI-shaped error response."""
+    """Return an OpenAI-shaped error response.
+
+    A 401 gets ``x-should-retry: false`` and a 503 ``retry-after`` and ``retry-after-ms``
+    (:func:`~ratekeeper.ratelimit_headers.refusal_headers`), unless ``headers`` set them.
+    """
+    retry = refusal_headers(status_code)
+    if retry:
+        headers = {**dict(retry), **(headers or {})}
     return JSONResponse(
         error_body(message, type, code, param), status_code=status_code, headers=headers
     )
@@ -136,9 +143,7 @@ async def _backend_error(request: Request, exc: Exception) -> Response:
     # is logged by its type only, never answered.
     assert isinstance(exc, BackendError)
     _logger.warning("ratekeeper: %s: %s", exc.code, type(exc.__cause__).__name__)
-    return error_response(
-        503, exc.public_message, type="server_error", code=exc.code, headers={"retry-after": "1"}
-    )
+    return error_response(503, exc.public_message, type="server_error", code=exc.code)
 
 
 async def _unstorable_value(request: Request, exc: Exception) -> Response:
@@ -153,7 +158,6 @@ async def _capacity_exceeded(request: Request, exc: Exception) -> Response:
         "or raise RATEKEEPER_MAX_SESSIONS.",
         type="server_error",
         code="capacity_exceeded",
-        headers={"retry-after": "1"},
     )
 
 

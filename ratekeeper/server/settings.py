@@ -132,6 +132,38 @@ def _public_url(text: str) -> str:
     return value
 
 
+def _cors_origin(text: str) -> str:
+    # A browser's Origin header is scheme://host[:port], lower case, nothing after it; one
+    # trailing "/" (a copied URL) is forgiven. "*" is refused: the routes are meant for the
+    # operator's own front ends, and an explicit list keeps that a decision, not a default.
+    value = text.strip().lower()
+    value = value[:-1] if value.endswith("/") else value
+    refusal = ValueError(
+        "expected an origin such as https://chat.example.com or http://localhost:3000 "
+        f"(scheme, host and port only; '*' is not accepted), got {text!r}"
+    )
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is no number, or out of range
+    except ValueError:
+        raise refusal from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or value != f"{parts.scheme}://{parts.netloc}"  # a path, query or fragment
+        or "@" in parts.netloc
+        or " " in value
+        or value.endswith(":")
+        or port == 0
+    ):
+        raise refusal
+    return value
+
+
+def _cors_origins(text: str) -> tuple[str, ...]:
+    return tuple(_cors_origin(part) for part in text.split(",") if part.strip())
+
+
 def _bounded_seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= MAX_STORE_TIMEOUT_S:  # also refuses NaN
@@ -198,6 +230,8 @@ class Setting:
         is_flag: a switch without an argument (a boolean).
         metavar: the placeholder shown in ``--help``.
         flag_value: the value a switch sets when given.
+        repeatable: the flag may be given several times (the value is a tuple; the variable
+            takes a comma-separated list).
     """
 
     field: str
@@ -208,6 +242,7 @@ class Setting:
     is_flag: bool = False
     metavar: str | None = None
     flag_value: Any = True
+    repeatable: bool = False
 
 
 #: Every setting of the service, in ``--help`` order.
@@ -223,6 +258,7 @@ SETTINGS: tuple[Setting, ...] = (
         "takes a comma-separated list). With none, a key is generated at start and printed "
         "once to stderr.",
         metavar="KEY",
+        repeatable=True,
     ),
     Setting(
         "backend",
@@ -340,6 +376,17 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="URL",
     ),
     Setting(
+        "cors_origins",
+        "--cors-origin",
+        "RATEKEEPER_CORS_ORIGINS",
+        _cors_origins,
+        "Origin (https://chat.example.com) whose pages may call the session routes "
+        "(/chatkit, its uploads and previews, /ratekeeper/admit) from a browser; repeat the "
+        "flag for several (the variable takes a comma-separated list). None: no CORS headers.",
+        metavar="ORIGIN",
+        repeatable=True,
+    ),
+    Setting(
         "max_body_bytes",
         "--max-body-bytes",
         "RATEKEEPER_MAX_BODY_BYTES",
@@ -409,6 +456,8 @@ class ServerSettings:
         allow_missing_beta_header: accept requests without ``OpenAI-Beta: chatkit_beta=v1``.
         public_url: external base URL for the upload and preview URLs (``None``: the
             request's own).
+        cors_origins: origins whose pages may call the session routes from a browser
+            (``()``: no cross-origin access).
         max_body_bytes: largest request body accepted.
         max_sessions: cap on active sessions (``None``: 1,000,000 in memory, none on Redis).
         retention_s: how long ended sessions are remembered.
@@ -432,6 +481,7 @@ class ServerSettings:
     workers: int = 1
     allow_missing_beta_header: bool = False
     public_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
     max_sessions: int | None = None
     retention_s: float = 3600.0
@@ -539,6 +589,14 @@ class ServerSettings:
             _check_store_timeout(self.store_timeout_s)
         except ValueError as exc:
             raise SettingsError(f"invalid store_timeout_s / --store-timeout: {exc}") from None
+        if isinstance(self.cors_origins, str):
+            raise SettingsError("cors_origins is a tuple of origins, not one string")
+        for origin in self.cors_origins:
+            try:
+                if _cors_origin(origin) != origin:
+                    raise ValueError(f"write it as {_cors_origin(origin)!r}")
+            except ValueError as exc:
+                raise SettingsError(f"invalid cors_origins / --cors-origin: {exc}") from None
         return self
 
 

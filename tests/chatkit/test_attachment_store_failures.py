@@ -61,6 +61,7 @@ def check_store_unavailable(response: httpx.Response, schemas: Schemas) -> None:
     schemas.check("ErrorResponse", body)
     assert (body["error"]["type"], body["error"]["code"]) == ("server_error", "store_unavailable")
     assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after-ms"] == "1000"
     assert "locked" not in response.text  # the database's own words stay in the server
 
 

@@ -51,6 +51,7 @@ def test_the_request_that_crosses_the_limit_gets_429_before_any_stream(
     assert fourth.events == []  # not a stream: a JSON error
     assert fourth.headers["content-type"] == "application/json"
     assert fourth.headers["retry-after"] == "60"
+    assert fourth.headers["retry-after-ms"] == "60000"
     assert fourth.headers["x-ratelimit-limit-requests"] == "3"
     assert fourth.headers["x-ratelimit-remaining-requests"] == "0"
     assert fourth.headers["ratelimit-policy"] == '"session";q=3;w=60'
@@ -63,6 +64,7 @@ def test_the_request_that_crosses_the_limit_gets_429_before_any_stream(
     still = protocol.post(session.secret, "threads.list", {})
     assert still.status_code == 429
     assert still.headers["retry-after"] == "1"
+    assert still.headers["retry-after-ms"] == "1"  # 1 ms left: the precise wait
     clocked.clock.advance(0.001)  # the first three admissions leave the window exactly now
     again = protocol.stream(
         session.secret,
@@ -87,12 +89,14 @@ def test_secret_used_after_cancel_is_refused_with_401(protocol: Protocol) -> Non
     assert listed.status_code == 401
     assert _error(listed.content)["code"] == "session_cancelled"
     assert "invalid_token" in listed.headers["www-authenticate"]
+    assert listed.headers["x-should-retry"] == "false"
     streamed = protocol.stream(
         session.secret,
         "threads.add_user_message",
         {"thread_id": thread_id, "input": user_input("after cancel")},
     )
     assert streamed.status_code == 401
+    assert streamed.headers["x-should-retry"] == "false"
     assert streamed.events == []
     assert _error(streamed.body)["code"] == "session_cancelled"
 
@@ -126,6 +130,7 @@ def test_unknown_missing_and_api_key_secrets_are_refused(protocol: Protocol) -> 
     """No secret, a wrong one, or an API key: 401 with distinct codes, nothing done."""
     missing = protocol.post(None, "threads.list", {})
     assert missing.status_code == 401
+    assert missing.headers["x-should-retry"] == "false"
     assert _error(missing.content)["code"] == "missing_client_secret"
     unknown = protocol.post("ek_not_a_real_secret", "threads.list", {})
     assert unknown.status_code == 401
@@ -399,11 +404,22 @@ def test_a_failing_upload_count_is_answered_and_counted(
         protocol = Protocol(Live(url, app))
         try:
             session = protocol.mint(chatkit_configuration={"file_upload": {"enabled": True}})
-            status_code, body = _create(protocol, session.secret, 10)
+            response = protocol.post(
+                session.secret,
+                "attachments.create",
+                {"name": "f.bin", "size": 10, "mime_type": "a/b"},
+            )
             metrics = protocol.http.get("/metrics").text
         finally:
             protocol.close()
-    assert (status_code, _error(json.dumps(body))["code"]) == (status, code)
+    assert (response.status_code, _error(response.content)["code"]) == (status, code)
+    # A 503 says when to retry; a 401 (the session is gone) says not to.
+    retry = (
+        {"retry-after": "1", "retry-after-ms": "1000"}
+        if status == 503
+        else {"x-should-retry": "false"}
+    )
+    assert {name: response.headers.get(name) for name in retry} == retry
     expected = 1.0 if isinstance(error, BackendError) else 0.0
     line = 'ratekeeper_backend_errors_total{operation="reserve_upload"} '
     assert f"{line}{expected}" in metrics

@@ -12,6 +12,8 @@ from ratekeeper.ratelimit_headers import (
     format_duration,
     missing_secret_verdict,
     rate_limit_headers,
+    refusal_headers,
+    retry_after_ms,
     retry_after_seconds,
     verdict_for,
 )
@@ -58,6 +60,20 @@ def test_retry_after_is_an_integer_at_least_one_rounded_up(wait: float, header: 
     assert retry_after_seconds(wait) == header
 
 
+@pytest.mark.parametrize(
+    ("wait", "header"),
+    [(0.0, 1), (0.0001, 1), (0.25, 250), (0.2501, 251), (20.5, 20500), (60.000000000001, 60000)],
+)
+def test_retry_after_ms_is_the_wait_rounded_up_to_the_millisecond(wait: float, header: int) -> None:
+    assert retry_after_ms(wait) == header
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.0004, 0.25, 0.9991, 1.0, 1.0000001, 20.5, 59.999, 60.0])
+def test_retry_after_ms_never_exceeds_retry_after(wait: float) -> None:
+    """Both say when to retry: the precise one is never later than the whole seconds."""
+    assert 1 <= retry_after_ms(wait) <= retry_after_seconds(wait) * 1000
+
+
 def test_rate_limit_headers_follow_openai_and_the_ietf_draft() -> None:
     assert dict(rate_limit_headers(10, 3, 12.2)) == {
         "x-ratelimit-limit-requests": "10",
@@ -85,6 +101,8 @@ def test_a_rate_limited_decision_is_a_429_with_retry_after_and_openai_error() ->
     assert verdict.status_code == 429
     headers = dict(verdict.headers)
     assert headers["retry-after"] == "21"
+    assert headers["retry-after-ms"] == "20500"
+    assert "x-should-retry" not in headers
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"] == "59.5s"
     assert verdict.error is not None
@@ -113,11 +131,13 @@ def test_session_refusals_are_401_with_distinct_codes(reason: Reason, code: str)
     assert verdict.error["error"]["code"] == code
     assert verdict.error["error"]["type"] == "invalid_request_error"
     assert dict(verdict.headers)["www-authenticate"].startswith("Bearer")
+    assert dict(verdict.headers)["x-should-retry"] == "false"
 
 
 def test_missing_secret_is_a_401_explaining_bearer_auth() -> None:
     verdict = missing_secret_verdict()
     assert verdict.status_code == 401
+    assert dict(verdict.headers)["x-should-retry"] == "false"
     assert verdict.error is not None
     assert verdict.error["error"]["code"] == "missing_client_secret"
     assert "Authorization: Bearer" in verdict.error["error"]["message"]
@@ -126,6 +146,7 @@ def test_missing_secret_is_a_401_explaining_bearer_auth() -> None:
 def test_backend_unavailable_is_a_503_server_error() -> None:
     verdict = backend_unavailable_verdict()
     assert verdict.status_code == 503
+    assert dict(verdict.headers) == {"retry-after": "1", "retry-after-ms": "1000"}
     assert verdict.error is not None
     assert (verdict.error["error"]["type"], verdict.error["error"]["code"]) == (
         "server_error",
@@ -140,3 +161,20 @@ def test_the_admitted_fast_path_matches_the_general_rule(limit: int, remaining: 
     expected = rate_limit_headers(limit, remaining, 60.0)
     assert verdict.headers == expected
     assert verdict.raw_headers() == [(n.encode(), v.encode()) for n, v in expected]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (401, {"x-should-retry": "false"}),
+        (503, {"retry-after": "1", "retry-after-ms": "1000"}),
+        (400, {}),
+        (404, {}),
+        (500, {}),
+    ],
+)
+def test_refusal_headers_say_whether_and_when_to_retry(
+    status: int, headers: dict[str, str]
+) -> None:
+    """Error responses built outside a verdict get the verdicts' retry headers."""
+    assert dict(refusal_headers(status)) == headers

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
+import openai
+import pytest
 
 from .conftest import API_KEY, Live, Schemas, error_of
 
@@ -36,6 +40,10 @@ def test_admits_exactly_the_limit_then_429(live: Live, schemas: Schemas, user: s
     assert refused.status_code == 429
     assert error_of(refused, schemas)["code"] == "rate_limit_exceeded"
     assert int(refused.headers["retry-after"]) >= 1
+    # The precise wait, which the openai SDK reads before retry-after.
+    wait_ms = int(refused.headers["retry-after-ms"])
+    assert 1 <= wait_ms <= int(refused.headers["retry-after"]) * 1000
+    assert "x-should-retry" not in refused.headers
 
 
 def test_expired_session_is_refused_on_the_manual_clock(fresh_live: Live, schemas: Schemas) -> None:
@@ -50,6 +58,7 @@ def test_expired_session_is_refused_on_the_manual_clock(fresh_live: Live, schema
         refused = http.post("/ratekeeper/admit", headers=auth)
     assert refused.status_code == 401
     assert error_of(refused, schemas)["code"] == "session_expired"
+    assert refused.headers["x-should-retry"] == "false"
 
 
 def test_missing_and_unknown_secrets_are_401(live: Live, schemas: Schemas) -> None:
@@ -64,6 +73,7 @@ def test_missing_and_unknown_secrets_are_401(live: Live, schemas: Schemas) -> No
     assert unknown.status_code == 401
     assert error_of(unknown, schemas)["code"] == "invalid_client_secret"
     assert "NotARealSecret" not in unknown.text
+    assert missing.headers["x-should-retry"] == unknown.headers["x-should-retry"] == "false"
 
 
 def test_api_key_is_not_a_client_secret(live: Live, schemas: Schemas) -> None:
@@ -74,3 +84,31 @@ def test_api_key_is_not_a_client_secret(live: Live, schemas: Schemas) -> None:
     error = error_of(response, schemas)
     assert error["code"] == "invalid_client_secret"
     assert API_KEY not in response.text
+    assert response.headers["x-should-retry"] == "false"
+
+
+def _decisions(live: Live, outcome: str) -> float:
+    text = httpx.get(f"{live.url}/metrics").text
+    found = re.search(rf'^ratekeeper_decisions_total{{outcome="{outcome}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_openai_sdk_does_not_retry_a_cancelled_secret(live: Live, user: str) -> None:
+    """The real SDK, allowed 3 retries, sends a cancelled session's secret once: 401 says
+    ``x-should-retry: false``.
+
+    openai 3.x retries no 401 even without the header, so the single request alone would not
+    tell the header's effect; the header is asserted on the SDK's own error too.
+    """
+    session_id, secret = _session(live, user, limit=10)
+    with live.client() as client:
+        client.beta.chatkit.sessions.cancel(session_id)
+    before = _decisions(live, "cancelled")
+    with (
+        live.client(api_key=secret, max_retries=3) as sdk,
+        pytest.raises(openai.AuthenticationError) as refused,
+    ):
+        sdk.post(f"{live.url}/ratekeeper/admit", cast_to=httpx.Response)
+    assert refused.value.code == "session_cancelled"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert _decisions(live, "cancelled") - before == 1.0

@@ -89,8 +89,42 @@ def test_settings_round_trip_through_the_environment() -> None:
         workers=3,
         fail_open=True,
         retention_s=12.5,
+        cors_origins=("https://app.example.com", "http://localhost:3000"),
     )
     assert ServerSettings.from_env(settings.to_env()) == settings
+
+
+def test_cors_origins_come_from_repeated_flags_or_a_comma_separated_variable() -> None:
+    """--cors-origin repeats; the variable is a list; origins are kept as browsers send them."""
+    env = {"RATEKEEPER_CORS_ORIGINS": "https://a.example.com, http://localhost:3000"}
+    assert parse([], env).cors_origins == ("https://a.example.com", "http://localhost:3000")
+    flagged = parse(
+        ["--cors-origin", "https://B.example.com/", "--cors-origin", "http://[::1]:8080"], env
+    )
+    assert flagged.cors_origins == ("https://b.example.com", "http://[::1]:8080")
+    assert parse([], {}).cors_origins == ()
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "*",
+        "app.example.com",
+        "ftp://a.example.com",
+        "https://a.example.com/chat",
+        "https://",
+        "https://a.example.com:99999",
+        "https://a.example.com:x",
+        "https://user@a.example.com",
+        "https://a.example.com?x=1",
+    ],
+)
+def test_a_malformed_cors_origin_is_refused(origin: str) -> None:
+    """Only scheme://host[:port]: no '*', no path, no credentials."""
+    with pytest.raises(SettingsError, match="RATEKEEPER_CORS_ORIGINS"):
+        parse(["--cors-origin", origin], {})
+    with pytest.raises(SettingsError, match="cors_origins"):
+        ServerSettings(cors_origins=(origin,)).checked()
 
 
 @pytest.mark.parametrize(

@@ -202,6 +202,7 @@ def test_missing_api_key_is_401_with_null_code(live: Live, schemas: Schemas) -> 
     assert error["code"] is None
     assert "Bearer" in error["message"]
     assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["x-should-retry"] == "false"
 
 
 def test_non_bearer_authorization_is_401(live: Live, schemas: Schemas) -> None:
@@ -317,6 +318,9 @@ def test_backend_failures_are_openai_shaped(
     error_body = error_of(response, schemas)
     assert error_body["code"] == code
     assert error_body["type"] == "server_error"
+    if status == 503:
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["retry-after-ms"] == "1000"
     assert "redis" not in response.text
     assert "Traceback" not in response.text
 
@@ -330,4 +334,5 @@ def test_session_cap_answers_503_capacity_exceeded(schemas: Schemas) -> None:
         refused = post_session(http, MINIMAL)
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
+    assert refused.headers["retry-after-ms"] == "1000"
     assert error_of(refused, schemas)["code"] == "capacity_exceeded"

@@ -110,6 +110,7 @@ def test_a_store_failure_is_an_openai_shaped_503() -> None:
         )
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after-ms"] == "1000"
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("server_error", "store_unavailable")
     assert "Refused" not in error["message"]
@@ -218,4 +219,5 @@ def test_readyz_is_503_while_the_session_backend_is_unreachable() -> None:
         response = httpx.get(f"{url}/readyz", timeout=30)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after-ms"] == "1000"
     assert response.json() == {"status": "unavailable", "backend": "unavailable", "store": "ok"}
