@@ -13,7 +13,7 @@ import pytest
 
 _DOCS = Path(__file__).resolve().parents[1] / "docs"
 _BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
-_PAGES = ("store.md",)
+_PAGES = ("store.md", "frontend.md", "migrating.md")
 
 
 def _blocks(page: str) -> list[str]:
