@@ -32,7 +32,7 @@ from .errors import (
     SessionExpired,
     UnknownSession,
 )
-from .metrics import GateMetrics, metrics_app
+from .metrics import GateMetrics, MetricsApp, metrics_app
 from .ratelimit_headers import (
     Verdict,
     backend_unavailable_verdict,
@@ -82,6 +82,46 @@ def rejection_for(decision: Decision) -> GateRejection:
     if cls is RateLimited:
         return RateLimited(message, decision, decision.retry_after)
     return cls(message, decision)
+
+
+class _Outage:
+    """A run of backend failures of one kind, so an outage is logged once, not per retry.
+
+    The first failure logs one warning (its traceback only at debug), later ones only at debug,
+    and the first success after them one warning with the count and the duration. Times are
+    the event loop's (``anyio.current_time()``). Not thread-safe: one gate's event loop owns it.
+    """
+
+    __slots__ = ("_what", "failures", "started_at")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self.failures = 0
+        self.started_at = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        """Log a failure: a warning line if it starts an outage; at debug with its traceback."""
+        self.failures += 1
+        if self.failures == 1:
+            self.started_at = anyio.current_time()
+            _logger.warning(
+                "ratekeeper: %s failed (%s: %s); retrying, and logging again at recovery",
+                self._what,
+                type(exc).__name__,
+                exc,
+            )
+        _logger.debug("ratekeeper: %s failure %d", self._what, self.failures, exc_info=exc)
+
+    def succeeded(self) -> None:
+        """Log the end of an outage, if one was running."""
+        if self.failures:
+            _logger.warning(
+                "ratekeeper: %s: backend recovered after %d failures over %.1f s",
+                self._what,
+                self.failures,
+                anyio.current_time() - self.started_at,
+            )
+            self.failures = 0
 
 
 class _Entry:
@@ -154,6 +194,11 @@ class Gate:
         self.metrics = GateMetrics(self.registry, self._read_statistics)
         self._callbacks: list[ExpiryCallback] = list(on_expire)
         self._statistics: EngineStatistics | None = None
+        # Backend outages seen by the sweeper: expiry (deadlines and sweeps) and the statistics
+        # behind the sessions gauge (read by the sweeper and at scrapes), apart so that one
+        # working does not end the other's outage.
+        self._sweep_outage = _Outage("sweeper")
+        self._statistics_outage = _Outage("statistics")
         # The sweeper's sleep: an event to cut it short and the loop time it sleeps until.
         self._wake: anyio.Event | None = None
         self._wake_at = math.inf
@@ -309,6 +354,8 @@ class Gate:
             self.metrics.backend_error["create_session"].inc()
             raise
         self.metrics.sessions_created.inc()
+        # Id and user only: the secret on this value must never reach a log.
+        _logger.debug("ratekeeper: session %s created for user %s", session.id, session.user)
         wake = self._wake
         if wake is not None:
             # Seconds left, from the backend's own readings; loop time runs at the same rate.
@@ -338,6 +385,7 @@ class Gate:
             raise
         if before.status == SessionStatus.ACTIVE and after.status == SessionStatus.CANCELLED:
             self.metrics.sessions_cancelled.inc()
+            _logger.debug("ratekeeper: session %s cancelled for user %s", after.id, after.user)
         return after
 
     async def get(self, session_id: str) -> Session:
@@ -447,15 +495,18 @@ class Gate:
             # needs it, so its failure must not hold up expiry.
             try:
                 self._statistics = await backend.statistics()
-            except BackendError:
+            except BackendError as exc:
                 self.metrics.backend_error["statistics"].inc()
-                _logger.warning("ratekeeper sweeper: could not read statistics", exc_info=True)
+                self._statistics_outage.failed(exc)
+            else:
+                self._statistics_outage.succeeded()
         try:
             remaining = await backend.time_to_next_deadline()
-        except BackendError:
+        except BackendError as exc:
             self.metrics.backend_error["sweep"].inc()
-            _logger.warning("ratekeeper sweeper: the backend failed; retrying", exc_info=True)
+            self._sweep_outage.failed(exc)
             return self.poll_interval_s
+        self._sweep_outage.succeeded()
         if remaining is None:
             return self.poll_interval_s
         return min(remaining, self.poll_interval_s)
@@ -477,10 +528,11 @@ class Gate:
         while True:
             try:
                 flipped = await self.backend.sweep(batch)
-            except BackendError:
+            except BackendError as exc:
                 self.metrics.backend_error["sweep"].inc()
-                _logger.warning("ratekeeper sweeper: the backend failed; retrying", exc_info=True)
+                self._sweep_outage.failed(exc)
                 return -1
+            self._sweep_outage.succeeded()
             if flipped:
                 total += len(flipped)
                 self._observe(flipped)
@@ -498,6 +550,13 @@ class Gate:
         observe = metrics.expiry_lag.observe
         for item in flipped:
             observe(item.lag_s if item.lag_s > 0.0 else 0.0)
+        if _logger.isEnabledFor(logging.DEBUG):
+            for item in flipped:
+                _logger.debug(
+                    "ratekeeper: session %s expired for user %s",
+                    item.session.id,
+                    item.session.user,
+                )
 
     async def _run_callbacks(self, flipped: list[Expired]) -> None:
         for callback in self._callbacks:
@@ -567,11 +626,13 @@ class Gate:
             return
         try:
             await self.statistics()
-        except BackendError:
-            _logger.warning("ratekeeper: could not read backend statistics", exc_info=True)
+        except BackendError as exc:
+            self._statistics_outage.failed(exc)
+        else:
+            self._statistics_outage.succeeded()
 
-    def metrics_app(self) -> Callable[..., Awaitable[None]]:
-        """Return an ASGI app serving this gate's metrics (mount it at ``/metrics``)."""
+    def metrics_app(self) -> MetricsApp:
+        """Return an ASGI app serving this gate's metrics: ``Route("/metrics", app)``."""
         return metrics_app(self.registry, before_scrape=self._refresh_statistics)
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ __all__ = (
     "EXPIRY_LAG_BUCKETS",
     "OUTCOMES",
     "GateMetrics",
+    "MetricsApp",
     "metrics_app",
 )
 
@@ -185,21 +186,32 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def metrics_app(
-    registry: CollectorRegistry,
-    *,
-    before_scrape: Callable[[], Awaitable[None]] | None = None,
-) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """Return a pure ASGI app that serves ``registry`` in Prometheus' text format.
+class MetricsApp:
+    """A pure ASGI app serving a registry in Prometheus' text format (``GET`` and ``HEAD``).
 
-    Mount it at ``/metrics`` (it answers every path it is given, ``GET`` and ``HEAD`` only).
+    An instance, not a function, so Starlette's ``Route("/metrics", app)`` runs it as an ASGI
+    app (a plain function endpoint would be called as ``handler(request)``). It answers every
+    path it is given; under ``Mount("/metrics", app)`` Starlette redirects ``/metrics`` to
+    ``/metrics/``, so prefer ``Route``. Safe to share across threads if ``before_scrape`` is.
 
     Args:
         registry: the registry to expose (e.g. ``gate.registry``).
         before_scrape: awaited before each scrape, e.g. to refresh backend statistics.
     """
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    __slots__ = ("before_scrape", "registry")
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.before_scrape = before_scrape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request with the registry's current samples (405 unless GET/HEAD)."""
         if scope["type"] != "http":
             return  # lifespan and websockets: nothing to do
         method = scope.get("method", "GET")
@@ -213,9 +225,9 @@ def metrics_app(
             await send({"type": "http.response.start", "status": 405, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        if before_scrape is not None:
-            await before_scrape()
-        output = generate_latest(registry)
+        if self.before_scrape is not None:
+            await self.before_scrape()
+        output = generate_latest(self.registry)
         headers = [
             (b"content-type", CONTENT_TYPE_LATEST.encode()),
             (b"content-length", str(len(output)).encode()),
@@ -223,4 +235,21 @@ def metrics_app(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else output})
 
-    return app
+    def __repr__(self) -> str:
+        return f"MetricsApp(registry={self.registry!r})"
+
+
+def metrics_app(
+    registry: CollectorRegistry,
+    *,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
+) -> MetricsApp:
+    """Return a pure ASGI app that serves ``registry`` in Prometheus' text format.
+
+    Route it at ``/metrics``: ``Route("/metrics", metrics_app(registry))``.
+
+    Args:
+        registry: the registry to expose (e.g. ``gate.registry``).
+        before_scrape: awaited before each scrape, e.g. to refresh backend statistics.
+    """
+    return MetricsApp(registry, before_scrape=before_scrape)

@@ -12,7 +12,8 @@ Routes::
     POST   /chatkit  (+ /chatkit/attachments/…)      ChatKit protocol (client secret), when
                                                      openai-chatkit is installed
     (the client-secret routes answer CORS for settings.cors_origins, when set)
-    GET    /healthz  /readyz  /metrics  /openapi.json   open
+    GET    /healthz  /readyz  /metrics  /openapi.json   open (/metrics on its own port
+                                                     with settings.metrics_port)
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..backend import Backend, MemoryBackend
 from ..clock import Clock, SystemClock
@@ -46,6 +46,8 @@ from .admission import admit
 from .auth import ApiKeys, announce_generated_key, new_api_key
 from .context import ServiceContext
 from .cors import with_cors
+from .http_metrics import HttpMetrics, HttpMetricsMiddleware, register_process_metrics
+from .metrics_listener import MetricsListener
 from .middleware import RequestIdMiddleware
 from .responses import exception_handlers
 from .sessions import cancel_session, create_session
@@ -151,21 +153,6 @@ async def _purge_forever(
         await anyio.sleep(PURGE_INTERVAL_S)
 
 
-class _Asgi:
-    """Lets a plain ASGI callable be a :class:`Route` endpoint (not a request handler).
-
-    Holds nothing but the app, so it is as thread-safe as the app it wraps.
-    """
-
-    __slots__ = ("app",)
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
 def create_app(
     settings: ServerSettings | None = None,
     *,
@@ -224,6 +211,20 @@ def create_app(
         store = owned_store = store_from_settings(settings, clock)
     context = ServiceContext(settings, gate, store, api_keys)
     openapi = openapi_document()
+    # On the gate's registry, so the one /metrics shows the gate's and the service's metrics.
+    http_metrics = HttpMetrics(gate.registry)
+    register_process_metrics(gate.registry)
+    # --metrics-port: /metrics on a listener of its own (run by the lifespan), not on the API's.
+    metrics_listener = (
+        None
+        if settings.metrics_port is None
+        else MetricsListener(
+            gate.metrics_app(),
+            settings.host,
+            settings.metrics_port,
+            reuse_port=settings.workers > 1,
+        )
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -231,7 +232,11 @@ def create_app(
             await context.store.open()
             async with context.gate, anyio.create_task_group() as tasks:
                 await tasks.start(_purge_forever, context.store, settings, clock)
+                if metrics_listener is not None:
+                    await tasks.start(metrics_listener.run)
                 yield
+                if metrics_listener is not None:
+                    await metrics_listener.stop()
                 tasks.cancel_scope.cancel()
         finally:
             try:
@@ -280,12 +285,20 @@ def create_app(
         *session_routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", _Asgi(context.gate.metrics_app()), methods=["GET"]),
+        *(
+            [Route("/metrics", context.gate.metrics_app(), methods=["GET"])]
+            if metrics_listener is None
+            else []
+        ),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
+        # Outermost of ours: it times the whole request and sees the final status.
+        middleware=[
+            Middleware(HttpMetricsMiddleware, http_metrics),
+            Middleware(RequestIdMiddleware),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

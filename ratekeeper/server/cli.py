@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
             "api_keys": "none: one is generated",
             "cors_origins": "none",
             "max_sessions": "unset",
+            "metrics_port": "unset: /metrics on the API port",
             "store": "sqlite:///DATA_DIR/ratekeeper.sqlite3",
             "data_dir": str(default_data_dir()),
             "thread_retention_days": "unset: threads are kept",
@@ -212,9 +213,11 @@ def _check_dependencies(settings: ServerSettings) -> None:
         raise _NotReady(hide_url_secrets(message, settings.backend)) from None
 
 
-def endpoints_announcement() -> str:
+def endpoints_announcement(metrics_port: int | None = None) -> str:
     """Return the start-up line that says which endpoints are served, and what is missing."""
     served = "/v1/chatkit (REST), /ratekeeper/admit, /healthz, /readyz, /metrics"
+    if metrics_port is not None:
+        served = served.replace("/metrics", f"(/metrics on port {metrics_port})")
     if importlib.util.find_spec("chatkit") is None:
         return (
             f"ratekeeper: serving {served}; not /chatkit (the ChatKit protocol endpoint): "
@@ -239,8 +242,8 @@ def _serve(settings: ServerSettings) -> None:
     # Resolved once here, so that every worker opens the very same store.
     settings = settings.with_values(store=settings.store_url)
     _check_dependencies(settings)
-    print(endpoints_announcement(), file=sys.stderr, flush=True)
-    log_config = uvicorn_log_config(settings.log_level)
+    print(endpoints_announcement(settings.metrics_port), file=sys.stderr, flush=True)
+    log_config = uvicorn_log_config(settings.log_level, settings.log_format)
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

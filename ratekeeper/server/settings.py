@@ -31,6 +31,8 @@ __all__ = (
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+#: The values of ``--log-format``: uvicorn's text lines, or one JSON object per line.
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -198,6 +200,13 @@ def _log_level(text: str) -> str:
     return value
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
 def _redis_db(url: str) -> int | None:
     """The database number a Redis URL names (``/5`` or ``?db=5``), ``None`` when none."""
     parts = urlsplit(url)
@@ -249,6 +258,14 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "--host", "RATEKEEPER_HOST", str, "Interface to listen on.", metavar="ADDR"),
     Setting("port", "--port", "RATEKEEPER_PORT", _port, "TCP port to listen on.", metavar="N"),
+    Setting(
+        "metrics_port",
+        "--metrics-port",
+        "RATEKEEPER_METRICS_PORT",
+        _port,
+        "Serve /metrics on this TCP port (same interface) instead of on the API port.",
+        metavar="N",
+    ),
     Setting(
         "api_keys",
         "--api-key",
@@ -421,6 +438,14 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="LEVEL",
     ),
     Setting(
+        "log_format",
+        "--log-format",
+        "RATEKEEPER_LOG_FORMAT",
+        _log_format,
+        "Log lines as 'text' (uvicorn's) or 'json' (one object per line).",
+        metavar="FORMAT",
+    ),
+    Setting(
         "access_log",
         "--no-access-log",
         "RATEKEEPER_ACCESS_LOG",
@@ -439,6 +464,8 @@ class ServerSettings:
     Attributes:
         host: interface to listen on.
         port: TCP port.
+        metrics_port: TCP port of a separate ``/metrics`` listener (``None``: ``/metrics`` is
+            served on ``port``).
         api_keys: keys accepted on the REST surface (``()``: one is generated at start).
         backend: ``"memory"`` or a Redis URL.
         redis_cluster: whether the Redis URL names a cluster node.
@@ -462,11 +489,13 @@ class ServerSettings:
         max_sessions: cap on active sessions (``None``: 1,000,000 in memory, none on Redis).
         retention_s: how long ended sessions are remembered.
         log_level: uvicorn's and ratekeeper's log level.
+        log_format: ``"text"`` or ``"json"`` (one object per line).
         access_log: whether uvicorn logs every request.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics_port: int | None = None
     api_keys: tuple[str, ...] = ()
     backend: str = "memory"
     redis_cluster: bool = False
@@ -486,6 +515,7 @@ class ServerSettings:
     max_sessions: int | None = None
     retention_s: float = 3600.0
     log_level: str = "info"
+    log_format: str = "text"
     access_log: bool = True
 
     @property
@@ -574,6 +604,8 @@ class ServerSettings:
                 "worker would keep its own threads. Use the default SQLite store, "
                 "--store postgresql://…, or --workers 1."
             )
+        if self.metrics_port is not None and self.metrics_port == self.port != 0:
+            raise SettingsError("--metrics-port must differ from --port")
         if self.redis_cluster and self.uses_memory:
             raise SettingsError("--redis-cluster needs --backend with a Redis URL")
         if self.redis_cluster and _redis_db(self.backend) not in (None, 0):

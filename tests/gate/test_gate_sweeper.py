@@ -266,3 +266,101 @@ async def test_an_error_in_the_block_comes_out_unwrapped(engine: Engine) -> None
     with pytest.raises(KeyError, match="mine"):
         async with Gate(engine):
             raise KeyError("mine")
+
+
+class _Down(MemoryBackend):
+    """A memory backend whose sweeps and deadline reads fail while ``down`` (a test double)."""
+
+    down = True
+
+    async def sweep(self, max_items: int) -> list[Expired]:
+        if self.down:
+            raise BackendError("unreachable")
+        return await super().sweep(max_items)
+
+    async def time_to_next_deadline(self) -> float | None:
+        if self.down:
+            raise BackendError("unreachable")
+        return await super().time_to_next_deadline()
+
+
+async def test_an_outage_is_logged_once_and_its_recovery_once_with_the_count(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many failed retries make one warning without a traceback, then one recovery line."""
+    caplog.set_level(logging.INFO, logger="ratekeeper")
+    backend = _Down(engine)
+    gate = Gate(backend, poll_interval_s=1)
+    async with gate:
+        await anyio.sleep(12.5)  # between two retries: trio orders same-instant wakeups randomly
+        backend.down = False
+        await anyio.sleep(2)
+    failures = count(gate, "ratekeeper_backend_errors_total", operation="sweep")
+    assert failures >= 6
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    first, recovered = warnings
+    assert "sweeper failed (BackendError: unreachable)" in first.getMessage()
+    assert first.exc_info is None
+    assert first.exc_text is None
+    # It comes back at 12.5 s; the sweeper sees it at its next retry, a poll interval later.
+    assert recovered.getMessage() == (
+        f"ratekeeper: sweeper: backend recovered after {failures:.0f} failures over 13.0 s"
+    )
+    assert recovered.exc_info is None
+
+
+async def test_outage_tracebacks_are_logged_at_debug(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ratekeeper")
+    gate = Gate(_Down(engine), poll_interval_s=1)
+    async with gate:
+        await anyio.sleep(3.5)
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "failure" in r.msg]
+    assert len(debug) >= 3
+    assert all(r.exc_info is not None for r in debug)
+
+
+async def test_failing_statistics_are_logged_once_while_expiry_works(
+    failing_backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gauge's statistics failing each turn do not make expiry "recover" each turn."""
+
+    async def broken() -> Any:
+        raise BackendError("statistics unavailable")
+
+    caplog.set_level(logging.INFO, logger="ratekeeper")
+    failing_backend.failing = False
+    failing_backend.statistics = broken
+    gate = Gate(failing_backend, poll_interval_s=1)
+    async with gate:
+        await gate.create_session("u1", expires_after_s=2)
+        await anyio.sleep(10)
+    assert count(gate, "ratekeeper_backend_errors_total", operation="statistics") >= 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "ratekeeper: statistics failed (BackendError: statistics unavailable); retrying, "
+        "and logging again at recovery"
+    ]
+
+
+async def test_session_lifecycle_is_logged_at_debug_without_the_secret(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ratekeeper")
+    gate = Gate(engine, poll_interval_s=3600)
+    async with gate:
+        kept = await gate.create_session("alice", expires_after_s=2)
+        dropped = await gate.create_session("bob", expires_after_s=600)
+        await gate.cancel(dropped.id)
+        await gate.cancel(dropped.id)  # already cancelled: no second event
+        await anyio.sleep(3)
+    events = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert events == [
+        f"ratekeeper: session {kept.id} created for user alice",
+        f"ratekeeper: session {dropped.id} created for user bob",
+        f"ratekeeper: session {dropped.id} cancelled for user bob",
+        f"ratekeeper: session {kept.id} expired for user alice",
+    ]
+    assert not any("ek_" in event for event in events)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.service import free_port
 
 # Configures logging as ``ratekeeper serve`` does, in a process of its own (dictConfig is
 # global), then logs a secret the three ways it could get there.
@@ -64,3 +74,54 @@ def test_upload_and_preview_tokens_are_redacted_in_the_access_log() -> None:
     assert "LEAK" not in logged, logged
     assert '"GET /chatkit/attachments/atc_1/preview?token=… HTTP/1.1" 200' in logged
     assert "/chatkit/attachments/atc_1/preview?x=1&token=… HTTP/1.1" in logged
+
+
+def test_json_log_format_writes_one_redacted_object_per_line() -> None:
+    """``ratekeeper serve --log-format json``: every log line is JSON; the access line has
+    the request's id, method, redacted path, status and duration."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RATEKEEPER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ratekeeper", "serve", "--host", "127.0.0.1", "--port",
+         str(port), "--api-key", "rk-json-test-key-0123", "--log-format", "json"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:
+            # Startup, not a timing assertion: poll until the service answers.
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/v1/chatkit/x?client_secret=ek_JSONLEAK&token=TOKENLEAK",
+            headers={"x-request-id": "json-1"},
+        )
+        assert response.headers["x-request-id"] == "json-1"
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    stdout, stderr = out.decode(), err.decode()
+    assert "LEAK" not in stdout + stderr
+    # The access log is on standard output; standard error also has the start-up notices,
+    # which are printed before logging starts (every line from a logger is JSON).
+    records: list[dict[str, Any]] = [json.loads(line) for line in stdout.splitlines()]
+    records += [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(r["message"] == "Application startup complete." for r in records)
+    [access] = [r for r in records if r["request_id"] == "json-1"]
+    assert access["logger"] == "uvicorn.access"
+    assert access["level"] == "INFO"
+    assert access["method"] == "GET"
+    assert access["path"] == "/v1/chatkit/x?client_secret=ek_…&token=…"
+    assert access["status"] == response.status_code
+    assert isinstance(access["duration_ms"], float)
+    assert access["duration_ms"] >= 0
+    assert access["time"].endswith("+00:00")
+    assert {"time", "level", "logger", "message", "request_id"} <= set(access)
