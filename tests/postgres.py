@@ -28,8 +28,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-import pytest
-
+from tests.requirements import find_program, missing
 from tests.service import free_port
 
 __all__ = (
@@ -44,13 +43,6 @@ _CANDIDATES = (
     "postgresql://postgres@127.0.0.1:5432/test",
     "postgresql://root@127.0.0.1:5432/test",
 )
-
-
-def _missing(reason: str) -> None:
-    """Skip with ``reason``, or fail under CI (where nothing may be silently skipped)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required under CI: {reason}")
-    pytest.skip(reason)
 
 
 def _answers(url: str) -> bool:
@@ -79,11 +71,10 @@ def server_url() -> str:
     """Return the URL of a PostgreSQL server the tests may create databases on."""
     url = _find_server()
     if url is None:
-        _missing(
+        missing(
             "no PostgreSQL: set RATEKEEPER_TEST_POSTGRES_URL, or run a server on 127.0.0.1:5432 "
             "that trusts 'postgres' or 'root' (and install psql)"
         )
-    assert url is not None
     return url
 
 
@@ -119,11 +110,7 @@ def postgres_bin(tool: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))
     if found:
         return found[-1]
-    on_path = shutil.which(tool)
-    if on_path is None:
-        _missing(f"no {tool}: install the PostgreSQL server package (postgresql)")
-    assert on_path is not None
-    return on_path
+    return find_program(tool, hint="install the PostgreSQL server package (postgresql)")
 
 
 class PrivatePostgres:
@@ -144,7 +131,7 @@ class PrivatePostgres:
             try:
                 pwd.getpwnam("postgres")
             except KeyError:
-                _missing("running as root and no 'postgres' user to own a private cluster")
+                missing("running as root and no 'postgres' user to own a private cluster")
             self._user = "postgres"
             shutil.chown(self.directory, "postgres", "postgres")
 

@@ -9,9 +9,7 @@ renamed metric cannot leave them silently empty.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.requirements import find_program
 from tests.server.conftest import make_live, serve
 
 _DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -33,13 +32,7 @@ _METRIC = re.compile(r"\b(?:ratekeeper|process|python)_[a-z0-9_]+\b")
 
 def promtool() -> str:
     """Return the ``promtool`` path, or skip (fail under ``CI``) when it is missing."""
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool not found (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"promtool is required under CI: {reason}")
-        pytest.skip(reason)
-    return path
+    return find_program("promtool", hint="apt-get install prometheus")
 
 
 def run_promtool(*args: str) -> None:

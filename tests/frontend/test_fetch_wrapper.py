@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.requirements import find_program
 from tests.service import ServiceProcess
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -23,13 +21,7 @@ _NODE_TIMEOUT_S = 120
 
 
 def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        reason = "node (Node.js 18+) is not on PATH: the front-end fetch wrapper is not tested"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return node
+    return find_program("node", hint="Node.js 18+: the front-end fetch wrapper is not tested")
 
 
 def test_fetch_wrapper_passes_node_tests_against_live_service() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.requirements import find_program
 from tests.service import ServiceProcess, free_port
 
 pytestmark = pytest.mark.nginx
@@ -84,16 +85,11 @@ class _AppHandler(BaseHTTPRequestHandler):
 
 
 def _nginx_binary() -> str:
-    binary = shutil.which("nginx") or next(
-        (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)),
-        None,
+    return find_program(
+        "nginx",
+        hint="Debian: apt-get install nginx",
+        places=("/usr/sbin/nginx", "/usr/local/sbin/nginx"),
     )
-    if binary is None:
-        reason = "nginx is not installed (Debian: apt-get install nginx)"
-        if os.environ.get("CI"):
-            pytest.fail(f"nginx is required under CI: {reason}")
-        pytest.skip(reason)
-    return binary
 
 
 _PLACEHOLDER = re.compile(r"\$\{[A-Z_]+\}")

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from ratekeeper.clock import ManualClock
 from ratekeeper.redis import RedisBackend
+from tests.requirements import find_program
 from tests.service import free_port
 
 __all__ = (
@@ -52,13 +52,9 @@ _READY_TIMEOUT_S = 10.0
 
 def require_binary(name: str) -> str:
     """Return the path of ``name``, or skip (fail when ``CI`` is set) if it is not installed."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path is None:
-        message = f"{name} is not installed and REDIS_URL is not set: cannot run Redis tests"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return find_program(
+        name, hint="and REDIS_URL is not set: cannot run Redis tests", places=(f"/usr/bin/{name}",)
+    )
 
 
 class RedisProcess:
