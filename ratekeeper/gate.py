@@ -453,6 +453,28 @@ class Gate:
         self._callbacks.append(callback)
         return callback
 
+    async def sweep_now(self) -> int:
+        """Flip every session due now, as the sweeper would, then wake the sweeper.
+
+        For clocks that jump instead of run (a :class:`~ratekeeper.clock.ManualClock` a test
+        advances, ``ratekeeper serve --dev``): the sweeper sleeps on the event loop's time,
+        so it would see the jump only at its next poll. This flips, counts and calls back for
+        everything that fell due before it returns, then cuts the sweeper's sleep short so it
+        reads the next deadline again. Safe beside a running sweeper (a backend flips each
+        session once) and without one.
+
+        Returns:
+            How many sessions were flipped; -1 if the backend failed (counted and logged as
+            the sweeper's failures are).
+        """
+        flipped = await self._sweep_due()
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+        elif self._sweeping:
+            self._recheck = True
+        return flipped
+
     async def run_sweeper(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """Flip due sessions to ``expired`` until cancelled.
 

@@ -20,6 +20,7 @@ from .types import Reason
 __all__ = (
     "BATCH_SIZE_BUCKETS",
     "EXPIRY_LAG_BUCKETS",
+    "INJECTED_OUTCOMES",
     "OUTCOMES",
     "GateMetrics",
     "MetricsApp",
@@ -32,6 +33,16 @@ OUTCOMES = (
     "missing_secret",
     "fail_open",
     "fail_closed",
+)
+
+#: The ``outcome`` values of refusals injected by ``ratekeeper serve --dev`` (its
+#: ``/ratekeeper/dev/faults`` route), apart from the real ones so that a dashboard never
+#: mistakes a test for production. Only a ``--dev`` service ever has these series.
+INJECTED_OUTCOMES = (
+    "injected_rate_limited",
+    "injected_expired",
+    "injected_cancelled",
+    "injected_backend_unavailable",
 )
 
 #: Buckets of ``ratekeeper_expiry_lag_seconds``: sub-millisecond up to a minute.

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 
+# tests/testing/ runs user projects' test files under pytest's own `pytester`.
+pytest_plugins = ("pytester",)
+
 _DATA_HOME = tempfile.mkdtemp(prefix="ratekeeper-tests-data-")
 os.environ["XDG_DATA_HOME"] = _DATA_HOME
 os.environ.pop("RATEKEEPER_DATA_DIR", None)

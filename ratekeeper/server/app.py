@@ -56,6 +56,7 @@ from .thread_routes import list_thread_items, list_threads, thread_resource
 
 if TYPE_CHECKING:
     from ..chatkit import ServerFactory
+    from .dev import DevTools
 
 __all__ = (
     "app_from_env",
@@ -185,6 +186,11 @@ def create_app(
             the endpoint's stores (see :data:`ratekeeper.chatkit.ServerFactory`); the built-in
             echo server when omitted. Needs openai-chatkit.
 
+    With ``settings.dev`` the app gets the ``/ratekeeper/dev/`` routes
+    (:mod:`ratekeeper.server.dev`) and builds its own gate: ``backend`` must then be in memory
+    (or omitted) and ``clock`` one that can be advanced (omitted: the system clock plus an
+    offset), shared with the backend's engine.
+
     Returns:
         The Starlette app; ``app.state.ratekeeper`` is its
         :class:`~ratekeeper.server.context.ServiceContext`.
@@ -200,6 +206,20 @@ def create_app(
         announce_key(generated)
         keys = (generated,)
     api_keys = ApiKeys(keys)
+    dev: DevTools | None = None
+    if settings.dev:
+        # --dev: a clock that can be moved, a gate that injects faults, a request log.
+        from .dev import DevTools
+
+        dev = DevTools.build(
+            settings,
+            gate=gate,
+            backend=backend,
+            clock=clock,
+            registry=registry,
+            max_sessions=settings.max_sessions or MEMORY_MAX_SESSIONS,
+        )
+        gate, clock = dev.gate, dev.clock
     owned: Backend | None = None
     if gate is None:
         if backend is None:
@@ -228,6 +248,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if dev is not None:
+            _logger.warning("%s", dev.warning)
         try:
             await context.store.open()
             async with context.gate, anyio.create_task_group() as tasks:
@@ -291,6 +313,7 @@ def create_app(
             else []
         ),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *(dev.routes() if dev is not None else []),
     ]
     app = Starlette(
         routes=routes,
@@ -298,6 +321,7 @@ def create_app(
         middleware=[
             Middleware(HttpMetricsMiddleware, http_metrics),
             Middleware(RequestIdMiddleware),
+            *([dev.middleware()] if dev is not None else []),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -243,6 +243,10 @@ def _serve(settings: ServerSettings) -> None:
     settings = settings.with_values(store=settings.store_url)
     _check_dependencies(settings)
     print(endpoints_announcement(settings.metrics_port), file=sys.stderr, flush=True)
+    if settings.dev:
+        from .dev import dev_announcement
+
+        print(dev_announcement(settings), file=sys.stderr, flush=True)
     log_config = uvicorn_log_config(settings.log_level, settings.log_format)
     common: dict[str, Any] = {
         "host": settings.host,

@@ -8,6 +8,7 @@ A flag beats its environment variable, which beats the default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -25,6 +26,7 @@ __all__ = (
     "SettingsError",
     "default_data_dir",
     "hide_url_secrets",
+    "is_loopback",
     "parse_bool",
 )
 
@@ -454,6 +456,25 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
         flag_value=False,
     ),
+    Setting(
+        "dev",
+        "--dev",
+        "RATEKEEPER_DEV",
+        parse_bool,
+        "Development mode, for tests: the /ratekeeper/dev/ routes move the clock, inject "
+        "faults and list recent requests (API key). In-memory backend only; loopback only "
+        "unless --dev-allow-remote. Never in production.",
+        is_flag=True,
+    ),
+    Setting(
+        "dev_allow_remote",
+        "--dev-allow-remote",
+        "RATEKEEPER_DEV_ALLOW_REMOTE",
+        parse_bool,
+        "Allow --dev on a host other than loopback (anyone with the API key can then move the "
+        "clock and inject faults).",
+        is_flag=True,
+    ),
 )
 
 
@@ -491,6 +512,8 @@ class ServerSettings:
         log_level: uvicorn's and ratekeeper's log level.
         log_format: ``"text"`` or ``"json"`` (one object per line).
         access_log: whether uvicorn logs every request.
+        dev: development mode (``/ratekeeper/dev/`` routes: clock, faults, request log).
+        dev_allow_remote: allow ``dev`` on a host that is not loopback.
     """
 
     host: str = "127.0.0.1"
@@ -517,6 +540,8 @@ class ServerSettings:
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = True
+    dev: bool = False
+    dev_allow_remote: bool = False
 
     @property
     def uses_memory(self) -> bool:
@@ -621,6 +646,7 @@ class ServerSettings:
             _check_store_timeout(self.store_timeout_s)
         except ValueError as exc:
             raise SettingsError(f"invalid store_timeout_s / --store-timeout: {exc}") from None
+        self._check_dev()
         if isinstance(self.cors_origins, str):
             raise SettingsError("cors_origins is a tuple of origins, not one string")
         for origin in self.cors_origins:
@@ -630,6 +656,36 @@ class ServerSettings:
             except ValueError as exc:
                 raise SettingsError(f"invalid cors_origins / --cors-origin: {exc}") from None
         return self
+
+    def _check_dev(self) -> None:
+        """Refuse ``--dev`` where it would be unsafe or could not keep its promises."""
+        if self.dev_allow_remote and not self.dev:
+            raise SettingsError("--dev-allow-remote only makes sense with --dev")
+        if not self.dev:
+            return
+        if not self.uses_memory:
+            raise SettingsError(
+                "--dev needs the in-memory backend: on Redis, session time is the Redis "
+                "server's TIME, which ratekeeper cannot move. Drop --backend for tests, "
+                "or run without --dev."
+            )
+        if not (self.dev_allow_remote or is_loopback(self.host)):
+            raise SettingsError(
+                f"--dev on --host {self.host}, which is not loopback: anyone who can reach it "
+                "with the API key could move the clock and inject faults. Use --host "
+                "127.0.0.1, or add --dev-allow-remote if you really mean it."
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def setting_value(setting: Setting, text: str) -> Any:
