@@ -248,8 +248,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if dev is not None:
-            _logger.warning("%s", dev.warning)
         try:
             await context.store.open()
             async with context.gate, anyio.create_task_group() as tasks:
@@ -360,4 +358,9 @@ def app_from_env() -> Starlette:
     ``uvicorn --factory ratekeeper.server.app:app_from_env`` (or ``ratekeeper serve
     --workers N``, which sets the variables for its workers) calls this in each worker.
     """
-    return create_app(ServerSettings.from_env())
+    settings = ServerSettings.from_env()
+    if settings.dev:  # `ratekeeper serve --dev` prints it; uvicorn --factory users see it here
+        from .dev import DEV_WARNING
+
+        _logger.warning("%s", DEV_WARNING)
+    return create_app(settings)

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from prometheus_client import CollectorRegistry
@@ -499,7 +499,7 @@ class DevGate(Gate):
 # -- the routes ----------------------------------------------------------------------------
 
 
-#: Said at start, loudly, by ``ratekeeper serve --dev`` (and logged by the app's lifespan).
+#: Said at start, loudly, by ``ratekeeper serve --dev`` (logged by ``app_from_env``).
 DEV_WARNING = (
     "ratekeeper: DEVELOPMENT MODE (--dev). Anyone with the API key can move this service's "
     f"clock ({DEV_PREFIX}/clock/advance), make it refuse requests ({DEV_PREFIX}/faults) and "
@@ -532,10 +532,7 @@ class DevTools:
         gate: the service's gate (a :class:`DevGate`).
         requests: the request log.
         advanced_s: seconds the clock was moved forward in all.
-        warning: what the service says at start (:data:`DEV_WARNING`).
     """
-
-    warning: ClassVar[str] = DEV_WARNING
 
     def __init__(self, clock: AdvancingClock, gate: DevGate, max_body_bytes: int) -> None:
         self.clock = clock

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ratekeeper import ManualClock, SystemClock
-from ratekeeper.server import ServerSettings, SettingsError, create_app
+from ratekeeper.server import ServerSettings, SettingsError, app_from_env, create_app
 from ratekeeper.server.cli import main
 from ratekeeper.testing import DevRouteError, LiveServer, connect
 from tests.server.conftest import API_KEY, make_live
@@ -105,3 +105,17 @@ def test_serve_dev_announces_itself_and_travels_in_time() -> None:
         assert clock["advanced_s"] == 600
         assert clock["time"] >= session.expires_at
     assert "DEVELOPMENT MODE (--dev)" in service.stderr
+
+
+def test_the_worker_factory_says_it_runs_in_dev_mode(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``uvicorn --factory ratekeeper.server.app:app_from_env`` with ``RATEKEEPER_DEV`` logs
+    the development-mode warning (``ratekeeper serve --dev`` prints it itself)."""
+    monkeypatch.setenv("RATEKEEPER_DEV", "true")
+    monkeypatch.setenv("RATEKEEPER_STORE", "memory")
+    monkeypatch.setenv("RATEKEEPER_API_KEYS", "rk-x")
+    with caplog.at_level("WARNING", logger="ratekeeper.server"):
+        app = app_from_env()
+    assert app.state.ratekeeper.settings.dev
+    assert "DEVELOPMENT MODE (--dev)" in caplog.text
