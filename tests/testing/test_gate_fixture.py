@@ -1,18 +1,35 @@
-"""``ratekeeper_gate`` (a :class:`~ratekeeper.testing.ManualGate`) and ``Gate.sweep_now``, which
-lets a clock that jumps expire sessions at once, on asyncio and trio."""
+"""``ratekeeper_gate`` (a :class:`~ratekeeper.testing.ManualGate`), ``Gate.sweep_now`` (which
+lets a clock that jumps expire sessions at once) and faults behind the ASGI middleware."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from trio.testing import MockClock
 
-from ratekeeper import Engine, Gate, LoopClock, RateLimited, SessionExpired
+from ratekeeper import (
+    Decision,
+    Engine,
+    Gate,
+    LoopClock,
+    ManualClock,
+    RatekeeperMiddleware,
+    RateLimited,
+    Reason,
+    SessionExpired,
+)
 from ratekeeper.engine import Expired
-from ratekeeper.server.dev import OffsetClock
+from ratekeeper.ratelimit_headers import verdict_for
+from ratekeeper.server.dev import DevGate, Fault, FaultTable, OffsetClock
 from ratekeeper.testing import ManualGate
+from tests.gate._server import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +112,29 @@ async def test_sweep_now_wakes_the_sleeping_sweeper_to_read_the_next_deadline(
     assert flips["first"] - start == pytest.approx(1.0)
     # Due 200 s after the jump: flipped then, not when the sweeper's old sleep (300 s) ended.
     assert flips["second"] - start == pytest.approx(200.0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_faults_reach_routes_guarded_by_the_asgi_middleware(anyio_backend: str) -> None:
+    """A ``DevGate`` behind ``RatekeeperMiddleware`` (an app's own REST routes on a real
+    uvicorn) answers a pending fault with the real refusal, then admits."""
+    gate = DevGate(Engine(ManualClock()), faults=FaultTable())
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = RatekeeperMiddleware(Starlette(routes=[Route("/v1/hello", hello)]), gate=gate)
+    session = await gate.create_session("u", max_requests_per_1_minute=5)
+    gate.faults.add(Fault("rate_limited", session.id, retry_after_s=30))
+    expected = verdict_for(Decision(False, Reason.RATE_LIMITED, 5, 0, 30.0, 30.0, session.id))
+    headers = {"Authorization": f"Bearer {session.client_secret}"}
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        refused = await client.get("/v1/hello", headers=headers)
+        admitted = await client.get("/v1/hello", headers=headers)
+    assert refused.status_code == 429
+    assert refused.json() == expected.error
+    for name, value in expected.headers:
+        assert refused.headers[name] == value
+    assert (admitted.status_code, admitted.text) == (200, "hello")
+    assert admitted.headers["x-ratelimit-remaining-requests"] == "4"
+    assert count(gate, "ratekeeper_decisions_total", outcome="injected_rate_limited") == 1
