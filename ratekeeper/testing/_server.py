@@ -14,6 +14,7 @@ elsewhere (a container, another language's test suite): :func:`connect`.
 from __future__ import annotations
 
 import math
+import re
 import socket
 import threading
 import uuid
@@ -44,6 +45,9 @@ __all__ = (
 )
 
 _BETA = {"OpenAI-Beta": "chatkit_beta=v1"}
+# One sample line of Prometheus' text format, and one label of it.
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 # How long to wait for the server thread to start or to stop; generous for a loaded machine.
 _THREAD_TIMEOUT_S = 30.0
 
@@ -274,15 +278,16 @@ class LiveServer:
         return data
 
     def metric(self, name: str, **labels: str) -> float:
-        """Return one sample of ``/metrics`` (0 when absent): ``metric("x_total", outcome="y")``."""
-        text = self.http.get("/metrics").text
-        wanted = name
-        if labels:
-            wanted += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-        for line in text.splitlines():
-            series, _, value = line.rpartition(" ")
-            if series == wanted:
-                return float(value)
+        """Return one sample of ``/metrics`` (0 when absent): ``metric("x_total", outcome="y")``.
+
+        The labels given must be exactly the sample's labels, in any order.
+        """
+        for line in self.http.get("/metrics").text.splitlines():
+            sample = _SAMPLE.fullmatch(line)
+            if sample is None or sample.group(1) != name:
+                continue
+            if dict(_LABEL.findall(sample.group(2) or "")) == labels:
+                return float(sample.group(3))
         return 0.0
 
     def reset(self) -> None:

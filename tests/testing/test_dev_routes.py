@@ -240,6 +240,8 @@ def test_injected_refusals_have_their_own_metric_label(ratekeeper_server: LiveSe
     decisions = "ratekeeper_decisions_total"
     assert ratekeeper_server.metric(decisions, outcome="injected_rate_limited") == 1
     assert ratekeeper_server.metric(decisions, outcome="rate_limited") == 0
+    http = "ratekeeper_http_requests_total"
+    assert ratekeeper_server.metric(http, status="429", method="POST", route="/chatkit") == 1
 
 
 @pytest.mark.parametrize(
