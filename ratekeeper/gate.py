@@ -46,7 +46,6 @@ from .types import (
     HistoryLimits,
     Reason,
     Session,
-    SessionStatus,
     UploadDecision,
 )
 from .window import unknown_decision
@@ -369,24 +368,22 @@ class Gate:
     async def cancel(self, session_id: str) -> Session:
         """Cancel a session (idempotent) and count it once, when this call cancelled it.
 
-        The count compares a read before the cancel with its result, because the backend
-        protocol does not say which call cancelled; so on a shared backend two processes
-        cancelling one session at the same moment may both count it.
+        The backend says which call changed the session, so of concurrent cancels of one
+        session, even in several processes on a shared backend, exactly one counts it.
 
         Raises:
             SessionNotFound: no such session.
             BackendError: the backend failed.
         """
         try:
-            before = await self.backend.get(session_id)
-            after = await self.backend.cancel(session_id)
+            session, changed = await self.backend.cancel(session_id)
         except BackendError:
             self.metrics.backend_error["cancel"].inc()
             raise
-        if before.status == SessionStatus.ACTIVE and after.status == SessionStatus.CANCELLED:
+        if changed:
             self.metrics.sessions_cancelled.inc()
-            _logger.debug("ratekeeper: session %s cancelled for user %s", after.id, after.user)
-        return after
+            _logger.debug("ratekeeper: session %s cancelled for user %s", session.id, session.user)
+        return session
 
     async def get(self, session_id: str) -> Session:
         """Return a session as of now.

@@ -1,6 +1,7 @@
 """The Lua scripts of the Redis backend, loaded from package data, and the runner that calls them.
 
-Each script is ``common.lua`` followed by its own file. Scripts run by ``EVALSHA`` (one round
+Each script is ``common.lua`` followed by its own file (the admission scripts have the decision
+rule, ``decide.lua``, in between). Scripts run by ``EVALSHA`` (one round
 trip); a ``NOSCRIPT`` reply (Redis restarted, failed over, or ``SCRIPT FLUSH``) is answered by
 sending the source with ``EVAL`` once, which also caches it on that node again, so reloading is
 transparent and costs one extra round trip on the first call that finds the cache empty.
@@ -28,6 +29,7 @@ Client: TypeAlias = Redis | RedisCluster
 SCRIPT_NAMES = (
     "ack",
     "admit",
+    "admit_many",
     "cancel",
     "claim",
     "count",
@@ -40,6 +42,9 @@ SCRIPT_NAMES = (
     "read",
     "upload",
 )
+
+# Pieces a script needs between common.lua and its own text.
+_PRELUDES = {"admit": ("decide",), "admit_many": ("decide",)}
 
 #: What the driver raises; everything else is a bug and is not wrapped.
 DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
@@ -70,7 +75,13 @@ def load_scripts() -> dict[str, Script]:
     common = here.joinpath("common.lua").read_text(encoding="utf-8")
     scripts = {}
     for name in SCRIPT_NAMES:
-        source = common + "\n" + here.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        pieces = [common]
+        pieces += [
+            here.joinpath(f"{piece}.lua").read_text(encoding="utf-8")
+            for piece in _PRELUDES.get(name, ())
+        ]
+        pieces.append(here.joinpath(f"{name}.lua").read_text(encoding="utf-8"))
+        source = "\n".join(pieces)
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         scripts[name] = Script(name, source, sha)
     return scripts
