@@ -285,6 +285,27 @@ class Gate:
         self._outcome[decision.reason].inc()
         return verdict_for(decision)
 
+    async def check_session(self, client_secret: str | None) -> tuple[Verdict, Session | None]:
+        """Like :meth:`check`, and return the admitted session too, from the same backend call.
+
+        For handlers that need the session to serve the request at all (the ChatKit endpoint
+        needs its user and limits): one round trip on Redis. The session is ``None`` unless
+        the verdict admits the request. Such a handler cannot serve without the session, so a
+        backend failure gives the 503 verdict and counts ``fail_closed`` even when the gate
+        fails open: the metric says what the client got.
+        """
+        if not client_secret:
+            self._outcome["missing_secret"].inc()
+            return missing_secret_verdict(), None
+        try:
+            decision, session = await self.backend.admit_session(client_secret)
+        except BackendError:
+            self._admit_errors.inc()
+            self._outcome["fail_closed"].inc()
+            return backend_unavailable_verdict(), None
+        self._outcome[decision.reason].inc()
+        return verdict_for(decision), session
+
     def guard(
         self,
         secret_arg: str | Callable[..., str | None] = "client_secret",  # noqa: S107 - a name

@@ -148,3 +148,23 @@ async def test_script_flush_mid_run_changes_no_decision(private_redis: RedisProc
             assert statuses.count(429) == 70
     finally:
         await flusher.aclose()
+
+
+async def test_chatkit_while_redis_is_down_is_counted_as_what_the_client_got(
+    private_redis: RedisProcess,
+) -> None:
+    """Failing open, `POST /chatkit` cannot be served without its session: 503, fail_closed."""
+    with ServiceProcess(private_redis.url, fail_open=True) as service:
+        session = service.create_session(limit=100)
+        body = {"type": "threads.list", "params": {}}
+        async with _admit_client(service, session["client_secret"]) as client:
+            assert (await client.post("/chatkit", json=body)).status_code == 200
+            await anyio.to_thread.run_sync(private_redis.kill)
+            response = await client.post("/chatkit", json=body)
+            _assert_unavailable(response)
+            # The admission the client never got is not counted as one.
+            assert service.metric("ratekeeper_decisions_total", outcome="fail_open") == 0
+            assert service.metric("ratekeeper_decisions_total", outcome="fail_closed") == 1
+            # /ratekeeper/admit, which needs no session to serve, still fails open.
+            assert (await client.post("/ratekeeper/admit")).status_code == 200
+            assert service.metric("ratekeeper_decisions_total", outcome="fail_open") == 1
