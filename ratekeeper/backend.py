@@ -9,6 +9,7 @@ the same protocol with Lua scripts, so nothing above this layer changes with the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .engine import Engine, EngineStatistics, Expired
@@ -21,7 +22,14 @@ from .types import (
     UploadDecision,
 )
 
-__all__ = ("Admission", "Backend", "Cancellation", "MemoryBackend")
+__all__ = (
+    "Admission",
+    "Backend",
+    "Cancellation",
+    "CircuitBreaking",
+    "CircuitStatistics",
+    "MemoryBackend",
+)
 
 _ACTIVE = SessionStatus.ACTIVE
 _CANCELLED = SessionStatus.CANCELLED
@@ -53,6 +61,32 @@ class Admission(NamedTuple):
 
     decision: Decision
     session: Session | None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatistics:
+    """A backend's circuit breaker as of now (see :class:`CircuitBreaking`).
+
+    Attributes:
+        open: whether the backend answers every call at once with ``BackendError``.
+        opened: times the circuit opened.
+        closed: times it closed again (a probe, or a late answer, reached the backend).
+        rejected: calls answered at once, without reaching the backend, while open.
+    """
+
+    open: bool
+    opened: int
+    closed: int
+    rejected: int
+
+
+@runtime_checkable
+class CircuitBreaking(Protocol):
+    """A capability: the backend has a circuit breaker, whose state the gate exports."""
+
+    def circuit_statistics(self) -> CircuitStatistics:
+        """Return the circuit's state and counts (no I/O)."""
+        ...
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 from prometheus_client import CollectorRegistry
 
-from .backend import Backend, MemoryBackend
+from .backend import Backend, CircuitBreaking, MemoryBackend
 from .engine import Engine, EngineStatistics, Expired
 from .errors import (
     BackendError,
@@ -190,7 +190,13 @@ class Gate:
         self.fail_open = fail_open
         self.sweep_batch = sweep_batch
         self.poll_interval_s = float(poll_interval_s)
-        self.metrics = GateMetrics(self.registry, self._read_statistics)
+        # A capability, not a backend type: any backend with a circuit breaker exports it.
+        circuit = self.backend if isinstance(self.backend, CircuitBreaking) else None
+        self.metrics = GateMetrics(
+            self.registry,
+            self._read_statistics,
+            circuit.circuit_statistics if circuit is not None else None,
+        )
         self._callbacks: list[ExpiryCallback] = list(on_expire)
         self._statistics: EngineStatistics | None = None
         # Backend outages seen by the sweeper: expiry (deadlines and sweeps) and the statistics

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BackendError
+from ._circuit import Circuit
 from ._scripts import DRIVER_ERRORS, Script, ScriptRunner, wrap
 
 # Transport failures: every call queued behind one would meet the same one, a timeout later.
@@ -59,6 +60,7 @@ class ScriptBatcher:
 
     __slots__ = (
         "_busy",
+        "_circuit",
         "_client",
         "_eval_head",
         "_flusher",
@@ -69,9 +71,15 @@ class ScriptBatcher:
     )
 
     def __init__(
-        self, client: Redis, script: Script, now: Callable[[], bytes], max_batch: int = 256
+        self,
+        client: Redis,
+        script: Script,
+        now: Callable[[], bytes],
+        circuit: Circuit,
+        max_batch: int = 256,
     ) -> None:
         self._client = client
+        self._circuit = circuit
         self._sha_head = b"$7\r\nEVALSHA\r\n" + bulk(script.sha.encode())
         self._eval_head = b"$4\r\nEVAL\r\n" + bulk(script.source.encode())
         self._now = now
@@ -147,6 +155,9 @@ class ScriptBatcher:
 
     async def _round_trip(self, keys: bytes, args: bytes, count: int) -> bytes:
         """Send one batch of ``count`` admissions and return the script's reply."""
+        circuit = self._circuit
+        if circuit.is_open:
+            raise circuit.reject()
         numkeys = b"%d" % (2 * count)
         body = b"%b%b%b%b" % (bulk(numkeys), keys, bulk(self._now()), args)
         frame = b"*%d\r\n" % (4 + 4 * count)
@@ -157,7 +168,9 @@ class ScriptBatcher:
                 # Redis lost its script cache: EVAL sends the source and caches it again.
                 reply = await self._send(frame + self._eval_head + body)
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             raise wrap(exc) from exc
+        circuit.succeeded()
         return bytes(reply)
 
     async def _send(self, packed: bytes) -> Any:
@@ -271,6 +284,12 @@ class PipelineBatcher:
 
     async def _send(self, batch: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
         sha = self._script.sha
+        circuit = self._runner.circuit
+        if circuit.is_open:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(circuit.reject())
+            return
         try:
             try:
                 if len(batch) == 1:
@@ -284,6 +303,7 @@ class PipelineBatcher:
             except NoScriptError as exc:
                 results = [exc]
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             results = [exc] * len(batch)
             if isinstance(exc, _TRANSPORT_ERRORS):
                 self._fail_queued(exc)
@@ -294,6 +314,8 @@ class PipelineBatcher:
             for _, future in batch:
                 future.cancel()
             raise
+        else:
+            circuit.succeeded()
         for (args, future), result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):
                 result = await self._reload(args)

@@ -13,13 +13,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..errors import BackendError
+
+if TYPE_CHECKING:
+    from ._circuit import Circuit
 
 __all__ = ("SCRIPT_NAMES", "Call", "Client", "Script", "ScriptRunner", "load_scripts", "wrap")
 
@@ -102,28 +105,38 @@ class ScriptRunner:
     Holds no state of its own beyond the client; use it from the client's event loop.
     """
 
-    __slots__ = ("client", "scripts")
+    __slots__ = ("circuit", "client", "scripts")
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, circuit: Circuit) -> None:
         self.client = client
+        self.circuit = circuit
         self.scripts = load_scripts()
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script: one round trip (two after Redis lost its script cache)."""
         client = self.client
+        circuit = self.circuit
+        if circuit.is_open:
+            raise circuit.reject()
         try:
             try:
-                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                reply = await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # Redis lost its script cache: EVAL sends the source and caches it again.
-                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+                reply = await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             raise wrap(exc) from exc
+        circuit.succeeded()
+        return reply
 
     async def eval_many(self, calls: Sequence[Call]) -> list[Any]:
         """Run scripts (or plain commands) in one pipelined round trip; results in order."""
         if not calls:
             return []
+        circuit = self.circuit
+        if circuit.is_open:
+            raise circuit.reject()
         try:
             pipe = self.client.pipeline(transaction=False)
             for script, keys, args in calls:
@@ -133,7 +146,9 @@ class ScriptRunner:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             raise wrap(exc) from exc
+        circuit.succeeded()
         out = []
         for (script, keys, args), result in zip(calls, results, strict=True):
             if script is not None and isinstance(result, NoScriptError):

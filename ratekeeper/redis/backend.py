@@ -26,12 +26,11 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._params import validate_limits
 from .._secrets import new_client_secret, secret_digest
-from ..backend import Admission, Cancellation
+from ..backend import Admission, Cancellation, CircuitStatistics
 from ..clock import Clock
 from ..engine import EngineStatistics, Expired
 from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
@@ -44,6 +43,7 @@ from ..types import (
     UploadDecision,
 )
 from ._batch import PipelineBatcher, ScriptBatcher
+from ._circuit import Circuit
 from ._replies import US, admitted_session, decision, snapshot, text
 from ._scripts import DRIVER_ERRORS, Client, ScriptRunner, wrap
 from ._sweep import SharedSweep
@@ -97,8 +97,13 @@ class RedisBackend:
         max_sessions: optional cap on active sessions; checked before each creation, so under
             concurrent creators it may be overshot by the number of concurrent creations.
         claim_lease_s: how long a sweeper's claim on a due session lasts if it dies mid-sweep.
-        pipeline_admissions: send the admissions of concurrent tasks together, one pipeline
-            per write (each is still one ``EVALSHA``); ``False`` sends each on its own.
+        pipeline_admissions: send the admissions of concurrent tasks together, one command
+            per write on a server (``admit_many``), one pipeline on a cluster; ``False`` sends
+            each on its own.
+        circuit_failures: commands timing out in a row that open the circuit breaker, after
+            which every call fails at once until a background ``PING`` is answered; 0 turns
+            the breaker off. Only timeouts count (a refused connection fails at once anyway).
+        circuit_probe_interval_s: pause between two probes while the circuit is open.
         owns_client: close ``client`` in :meth:`aclose`.
 
     Use it from one asyncio event loop (redis-py's asyncio client does not run on trio). Not
@@ -116,6 +121,8 @@ class RedisBackend:
         max_sessions: int | None = None,
         claim_lease_s: float = 30.0,
         pipeline_admissions: bool = True,
+        circuit_failures: int = 3,
+        circuit_probe_interval_s: float = 0.5,
         owns_client: bool = False,
     ) -> None:
         if retention_s < 0:
@@ -133,13 +140,13 @@ class RedisBackend:
         self._lease_us = str(round(claim_lease_s * US))
         self._margin_ms = str(_TTL_MARGIN_MS if clock is None else _INJECTED_TTL_MARGIN_MS)
         self._owns_client = owns_client
-        self._runner = ScriptRunner(client)
+        self._circuit = Circuit(client, circuit_failures, circuit_probe_interval_s)
+        self._runner = ScriptRunner(client, self._circuit)
         self._eval = self._runner.eval
         self._scripts = self._runner.scripts
         self._sweep = SharedSweep(
             self._runner, self.keys, self._retention_us, self._lease_us, self._margin_ms
         )
-        self._admit_sha = self._scripts["admit"].sha
         self._tag_open = key_prefix + ":{"
         self._key_open = self._tag_open.encode()
         # How an admission travels: batched into one admit_many call (standalone), pipelined
@@ -150,7 +157,7 @@ class RedisBackend:
             self._reply = self._reply_pipelined
         elif pipeline_admissions and isinstance(client, Redis):
             self._script_batcher = ScriptBatcher(
-                client, self._scripts["admit_many"], self._now_bytes
+                client, self._scripts["admit_many"], self._now_bytes, self._circuit
             )
             self._reply = self._reply_batched
 
@@ -179,7 +186,7 @@ class RedisBackend:
                 ``max_connections``, ``ssl_ca_certs``, ``health_check_interval``).
             **options: the backend's keyword arguments (``key_prefix``, ``retention_s``,
                 ``expiry_shards``, ``max_sessions``, ``claim_lease_s``,
-                ``pipeline_admissions``).
+                ``pipeline_admissions``, ``circuit_failures``, ``circuit_probe_interval_s``).
 
         No I/O happens until the first call.
         """
@@ -356,16 +363,10 @@ class RedisBackend:
 
     async def _reply_direct(self, sid: str, digest: bytes, flag: bytes) -> bytes:
         tagged = self._tag_open + sid
-        args = (2, tagged + "}:s", tagged + "}:w", self._now(), digest, flag)
-        client = self._client
-        try:
-            try:
-                reply = await client.execute_command("EVALSHA", self._admit_sha, *args)
-            except NoScriptError:
-                reply = await client.execute_command("EVAL", self._scripts["admit"].source, *args)
-        except DRIVER_ERRORS as exc:
-            raise wrap(exc) from exc
-        return _as_bytes(reply)
+        keys = (tagged + "}:s", tagged + "}:w")
+        return _as_bytes(
+            await self._runner.eval(self._scripts["admit"], keys, (self._now(), digest, flag))
+        )
 
     async def lookup(self, client_secret: str) -> Session | None:
         """Return the session behind ``client_secret`` as of now, without counting a request."""
@@ -455,8 +456,13 @@ class RedisBackend:
         """Count active sessions, and ended ones still retained, across every index shard."""
         return await self._sweep.statistics()
 
+    def circuit_statistics(self) -> CircuitStatistics:
+        """Return the circuit breaker's state and counts (no I/O)."""
+        return self._circuit.statistics()
+
     async def aclose(self) -> None:
-        """Close the client if this backend created it (``from_url``)."""
+        """Stop the circuit's probe; close the client if this backend created it (``from_url``)."""
+        await self._circuit.aclose()
         if self._owns_client:
             try:
                 await self._client.aclose()
