@@ -486,3 +486,33 @@ async def test_admit_session_returns_the_admitted_session_in_one_write(
         assert none is None
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+async def test_every_admission_path_decides_alike(redis_url: str, pipeline: bool) -> None:
+    """Batched (admit_many) and one-by-one (admit.lua) admissions give the same decisions."""
+    backend = ScratchRedisBackend.from_url(
+        redis_url, key_prefix=scratch_prefix(), expiry_shards=2, pipeline_admissions=pipeline
+    )
+    try:
+        session = await backend.create_session("u", max_requests_per_1_minute=3)
+        secret = session.client_secret or ""
+        decisions = await asyncio.gather(*(backend.admit(secret) for _ in range(5)))
+        assert sorted((d.allowed, d.remaining) for d in decisions) == [
+            (False, 0),
+            (False, 0),
+            (True, 0),
+            (True, 1),
+            (True, 2),
+        ]
+        refused = next(d for d in decisions if not d.allowed)
+        assert refused.reason is Reason.RATE_LIMITED
+        assert 59 < refused.retry_after <= 60
+        assert refused.retry_after <= refused.reset_after <= 60
+        _, none = await backend.admit_session(secret)
+        assert none is None
+        await backend.cancel(session.id)
+        assert (await backend.admit(secret)).reason is Reason.CANCELLED
+        assert (await backend.admit("ek_unknown")).reason is Reason.UNKNOWN_SESSION
+    finally:
+        await backend.aclose()
