@@ -29,6 +29,15 @@ Contenders, each through its public API:
 * ``limits-sync``: the same with ``limits.strategies`` / ``limits.storage.RedisStorage``.
 
 Keys live under private prefixes and are deleted at the end.
+
+``--against-base PATH`` runs a different, shorter comparison (under 3 minutes): this checkout's
+``RedisBackend.admit`` against an older checkout's (``PATH``, e.g. ``/work/base``) and against
+limits-async, each in its own fresh process (``PYTHONPATH=PATH`` for the older one), with
+``--concurrency`` requests in flight, alternating the three contenders round after round;
+it prints each one's median decisions/s with the spread (min-max) over ``--repeat`` rounds and
+the median of the per-round ratios::
+
+    .venv/bin/python benchmarks/redis_bench.py --against-base /work/base --repeat 5 --seconds 2
 """
 
 from __future__ import annotations
@@ -357,6 +366,92 @@ def _cleanup(url: str) -> None:
     client.close()
 
 
+# -- against an older checkout ----------------------------------------------------------------
+
+
+async def _child_rate(name: str, url: str, limit: int, flight: int, seconds: float) -> float:
+    """One contender in this (fresh) process: its decisions/s with ``flight`` in flight."""
+    if name == "limits-async":
+        admit, keys, close = await _make_limits_async(url, limit)
+    else:  # this checkout's ratekeeper, or whichever PYTHONPATH put first
+        admit, keys, close = await _make_ratekeeper(url, limit, gate=False)
+    try:
+        await _run_async(admit, keys, flight, min(0.5, seconds))  # warm: connections, scripts
+        count, _ = await _run_async(admit, keys, flight, seconds)
+    finally:
+        await close()
+    return count / seconds
+
+
+def against_base(url: str, base: str, seconds: float, concurrency: int, repeat: int) -> None:
+    import statistics
+    import subprocess
+
+    here = os.path.abspath(__file__)
+    contenders = {
+        "ratekeeper (this checkout)": ("ratekeeper", None),
+        f"ratekeeper ({base})": ("ratekeeper", base),
+        "limits-async": ("limits-async", None),
+    }
+    print(
+        f"\n## Against {base}: decisions/s, one process, {concurrency} in flight, "
+        f"{repeat} alternating rounds of {seconds:g} s (median, min-max)\n"
+    )
+    print("| workload | contender | decisions/s | spread | x limits-async (median of rounds) |")
+    print("|---|---|---|---|---|")
+    for workload, limit in WORKLOADS.items():
+        rates: dict[str, list[float]] = {label: [] for label in contenders}
+        for _ in range(repeat):
+            for label, (name, path) in contenders.items():
+                env = dict(os.environ)
+                if path is not None:
+                    env["PYTHONPATH"] = path
+                else:
+                    env.pop("PYTHONPATH", None)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        here,
+                        "--url",
+                        url,
+                        "--child",
+                        name,
+                        "--limit",
+                        str(limit),
+                        "--concurrency",
+                        str(concurrency),
+                        "--seconds",
+                        str(seconds),
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                if path is not None:
+                    assert out[1].startswith(path), f"the old checkout was not imported: {out}"
+                rates[label].append(float(out[0]))
+        limits = rates["limits-async"]
+        for label, values in rates.items():
+            ratios = [v / lim for v, lim in zip(values, limits, strict=True)]
+            print(
+                f"| {workload} | {label} | {statistics.median(values):,.0f} | "
+                f"{min(values):,.0f}-{max(values):,.0f} | {statistics.median(ratios):.2f}x "
+                f"({min(ratios):.2f}-{max(ratios):.2f}) |"
+            )
+        sys.stdout.flush()
+    _cleanup(url)
+
+
+def _child_main(args: argparse.Namespace) -> None:
+    import ratekeeper
+
+    rate = asyncio.run(
+        _child_rate(args.child, args.url, args.limit, args.concurrency, args.seconds)
+    )
+    print(rate, os.path.dirname(os.path.dirname(os.path.abspath(ratekeeper.__file__))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -365,7 +460,16 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the best is kept")
     parser.add_argument("--skip", default="", help="comma-separated: trips,single,scaling")
+    parser.add_argument("--against-base", metavar="PATH", help="compare with an old checkout")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=WORKLOADS["admit"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        _child_main(args)
+        return
+    if args.against_base:
+        against_base(args.url, args.against_base, args.seconds, args.concurrency, args.repeat)
+        return
     skip = set(filter(None, args.skip.split(",")))
     info = redis.Redis.from_url(args.url).info("server")
     print(

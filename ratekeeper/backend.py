@@ -9,12 +9,84 @@ the same protocol with Lua scripts, so nothing above this layer changes with the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .engine import Engine, EngineStatistics, Expired
-from .types import Decision, FileUploadLimits, HistoryLimits, Session, UploadDecision
+from .types import (
+    Decision,
+    FileUploadLimits,
+    HistoryLimits,
+    Session,
+    SessionStatus,
+    UploadDecision,
+)
 
-__all__ = ("Backend", "MemoryBackend")
+__all__ = (
+    "Admission",
+    "Backend",
+    "Cancellation",
+    "CircuitBreaking",
+    "CircuitStatistics",
+    "MemoryBackend",
+)
+
+_ACTIVE = SessionStatus.ACTIVE
+_CANCELLED = SessionStatus.CANCELLED
+
+
+class Cancellation(NamedTuple):
+    """What :meth:`Backend.cancel` did.
+
+    Attributes:
+        session: the session as it stands after the call (``cancelled``, or ``expired`` if
+            its time had already come).
+        changed: whether *this* call turned it from ``active`` into ``cancelled``; of any
+            number of concurrent cancels of one session (in any process), exactly one says so.
+    """
+
+    session: Session
+    changed: bool
+
+
+class Admission(NamedTuple):
+    """One decision, with the session it admitted (see :meth:`Backend.admit_session`).
+
+    Attributes:
+        decision: the decision, exactly as :meth:`Backend.admit` returns it (counted if
+            admitted).
+        session: the session as of the decision when it was admitted (``status == "active"``,
+            its limits and attributes, never its secret); ``None`` when refused.
+    """
+
+    decision: Decision
+    session: Session | None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatistics:
+    """A backend's circuit breaker as of now (see :class:`CircuitBreaking`).
+
+    Attributes:
+        open: whether the backend answers every call at once with ``BackendError``.
+        opened: times the circuit opened.
+        closed: times it closed again (a probe, or a late answer, reached the backend).
+        rejected: calls answered at once, without reaching the backend, while open.
+    """
+
+    open: bool
+    opened: int
+    closed: int
+    rejected: int
+
+
+@runtime_checkable
+class CircuitBreaking(Protocol):
+    """A capability: the backend has a circuit breaker, whose state the gate exports."""
+
+    def circuit_statistics(self) -> CircuitStatistics:
+        """Return the circuit's state and counts (no I/O)."""
+        ...
 
 
 @runtime_checkable
@@ -38,6 +110,14 @@ class Backend(Protocol):
         """Decide on, and count if admitted, one request; see :meth:`Engine.admit`."""
         ...
 
+    async def admit_session(self, client_secret: str) -> Admission:
+        """Like :meth:`admit`, and return the admitted session too, in the same operation.
+
+        For callers that need the session's limits and attributes to serve the request (the
+        ChatKit endpoint): on Redis this is still one round trip.
+        """
+        ...
+
     async def lookup(self, client_secret: str) -> Session | None:
         """Return the session behind a secret without counting a request."""
         ...
@@ -46,8 +126,8 @@ class Backend(Protocol):
         """Count one upload against the session's ``file_upload`` limits if it fits."""
         ...
 
-    async def cancel(self, session_id: str) -> Session:
-        """Cancel a session (idempotent); raises ``SessionNotFound``."""
+    async def cancel(self, session_id: str) -> Cancellation:
+        """Cancel a session (idempotent), saying if this call did; raises ``SessionNotFound``."""
         ...
 
     async def get(self, session_id: str) -> Session:
@@ -107,6 +187,14 @@ class MemoryBackend:
         """Decide on one request; see :meth:`Engine.admit`."""
         return self.engine.admit(client_secret)
 
+    async def admit_session(self, client_secret: str) -> Admission:
+        """Decide on one request and return the admitted session; see :meth:`Engine.admit`."""
+        engine = self.engine
+        decision = engine.admit(client_secret)
+        # No await in between: the session read is the state the decision saw.
+        session = engine.lookup(client_secret) if decision.allowed else None
+        return Admission(decision, session)
+
     async def lookup(self, client_secret: str) -> Session | None:
         """Return the session behind a secret; see :meth:`Engine.lookup`."""
         return self.engine.lookup(client_secret)
@@ -115,9 +203,13 @@ class MemoryBackend:
         """Count one upload; see :meth:`Engine.reserve_upload`."""
         return self.engine.reserve_upload(session_id, size_bytes)
 
-    async def cancel(self, session_id: str) -> Session:
+    async def cancel(self, session_id: str) -> Cancellation:
         """Cancel a session; see :meth:`Engine.cancel`."""
-        return self.engine.cancel(session_id)
+        engine = self.engine
+        # Synchronous, with no await in between: no other task can cancel it meanwhile.
+        before = engine.get(session_id).status
+        after = engine.cancel(session_id)
+        return Cancellation(after, before is _ACTIVE and after.status is _CANCELLED)
 
     async def get(self, session_id: str) -> Session:
         """Return a session; see :meth:`Engine.get`."""

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 from prometheus_client import CollectorRegistry
 
-from .backend import Backend, MemoryBackend
+from .backend import Backend, CircuitBreaking, MemoryBackend
 from .engine import Engine, EngineStatistics, Expired
 from .errors import (
     BackendError,
@@ -46,7 +46,6 @@ from .types import (
     HistoryLimits,
     Reason,
     Session,
-    SessionStatus,
     UploadDecision,
 )
 from .window import unknown_decision
@@ -191,7 +190,13 @@ class Gate:
         self.fail_open = fail_open
         self.sweep_batch = sweep_batch
         self.poll_interval_s = float(poll_interval_s)
-        self.metrics = GateMetrics(self.registry, self._read_statistics)
+        # A capability, not a backend type: any backend with a circuit breaker exports it.
+        circuit = self.backend if isinstance(self.backend, CircuitBreaking) else None
+        self.metrics = GateMetrics(
+            self.registry,
+            self._read_statistics,
+            circuit.circuit_statistics if circuit is not None else None,
+        )
         self._callbacks: list[ExpiryCallback] = list(on_expire)
         self._statistics: EngineStatistics | None = None
         # Backend outages seen by the sweeper: expiry (deadlines and sweeps) and the statistics
@@ -286,6 +291,27 @@ class Gate:
         self._outcome[decision.reason].inc()
         return verdict_for(decision)
 
+    async def check_session(self, client_secret: str | None) -> tuple[Verdict, Session | None]:
+        """Like :meth:`check`, and return the admitted session too, from the same backend call.
+
+        For handlers that need the session to serve the request at all (the ChatKit endpoint
+        needs its user and limits): one round trip on Redis. The session is ``None`` unless
+        the verdict admits the request. Such a handler cannot serve without the session, so a
+        backend failure gives the 503 verdict and counts ``fail_closed`` even when the gate
+        fails open: the metric says what the client got.
+        """
+        if not client_secret:
+            self._outcome["missing_secret"].inc()
+            return missing_secret_verdict(), None
+        try:
+            decision, session = await self.backend.admit_session(client_secret)
+        except BackendError:
+            self._admit_errors.inc()
+            self._outcome["fail_closed"].inc()
+            return backend_unavailable_verdict(), None
+        self._outcome[decision.reason].inc()
+        return verdict_for(decision), session
+
     def guard(
         self,
         secret_arg: str | Callable[..., str | None] = "client_secret",  # noqa: S107 - a name
@@ -369,24 +395,22 @@ class Gate:
     async def cancel(self, session_id: str) -> Session:
         """Cancel a session (idempotent) and count it once, when this call cancelled it.
 
-        The count compares a read before the cancel with its result, because the backend
-        protocol does not say which call cancelled; so on a shared backend two processes
-        cancelling one session at the same moment may both count it.
+        The backend says which call changed the session, so of concurrent cancels of one
+        session, even in several processes on a shared backend, exactly one counts it.
 
         Raises:
             SessionNotFound: no such session.
             BackendError: the backend failed.
         """
         try:
-            before = await self.backend.get(session_id)
-            after = await self.backend.cancel(session_id)
+            session, changed = await self.backend.cancel(session_id)
         except BackendError:
             self.metrics.backend_error["cancel"].inc()
             raise
-        if before.status == SessionStatus.ACTIVE and after.status == SessionStatus.CANCELLED:
+        if changed:
             self.metrics.sessions_cancelled.inc()
-            _logger.debug("ratekeeper: session %s cancelled for user %s", after.id, after.user)
-        return after
+            _logger.debug("ratekeeper: session %s cancelled for user %s", session.id, session.user)
+        return session
 
     async def get(self, session_id: str) -> Session:
         """Return a session as of now.

@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from .backend import CircuitStatistics
 from .engine import EngineStatistics
 from .types import Reason
 
@@ -108,6 +109,43 @@ class _SessionsCollector(Collector):
         )
 
 
+class _CircuitCollector(Collector):
+    """Reports a backend's circuit breaker (``ratekeeper_backend_circuit_*``) at scrape time."""
+
+    def __init__(self, read: Callable[[], CircuitStatistics]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._read()
+        is_open, transitions, rejected = self._families()
+        is_open.add_metric([], 1.0 if stats.open else 0.0)
+        transitions.add_metric(["open"], stats.opened)
+        transitions.add_metric(["closed"], stats.closed)
+        rejected.add_metric([], stats.rejected)
+        yield from (is_open, transitions, rejected)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "ratekeeper_backend_circuit_open",
+                "1 while the backend's circuit breaker is open (calls fail at once), else 0.",
+            ),
+            CounterMetricFamily(
+                "ratekeeper_backend_circuit_transitions",
+                "Times the backend's circuit breaker opened or closed, by the state entered.",
+                labels=["to"],
+            ),
+            CounterMetricFamily(
+                "ratekeeper_backend_circuit_rejected",
+                "Backend calls answered at once, without reaching the backend, while open.",
+            ),
+        )
+
+
 class GateMetrics:
     """The gate's collectors, created on one registry.
 
@@ -116,6 +154,8 @@ class GateMetrics:
             given one).
         statistics: returns the backend's current statistics, or ``None`` when unknown; read
             at every scrape for the ``ratekeeper_sessions`` gauge.
+        circuit: returns the backend's circuit breaker statistics, for backends that have
+            one; read at every scrape for ``ratekeeper_backend_circuit_*``.
 
     Attributes:
         decisions: ``ratekeeper_decisions_total{outcome}``.
@@ -136,6 +176,7 @@ class GateMetrics:
         self,
         registry: CollectorRegistry,
         statistics: Callable[[], EngineStatistics | None] | None = None,
+        circuit: Callable[[], CircuitStatistics] | None = None,
     ) -> None:
         self.registry = registry
         self.decisions = Counter(
@@ -187,6 +228,8 @@ class GateMetrics:
         }
         if statistics is not None:
             registry.register(_SessionsCollector(statistics))
+        if circuit is not None:
+            registry.register(_CircuitCollector(circuit))
 
     def __repr__(self) -> str:
         return f"GateMetrics(registry={self.registry!r})"

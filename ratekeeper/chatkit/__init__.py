@@ -26,7 +26,7 @@ with warnings.catch_warnings():
 
 from .attachments import ChatKitAttachmentStore, UploadRefused
 from .context import ChatKitContext
-from .gateway import bearer_secret, check_authorization, verdict_response
+from .gateway import admit_authorization, bearer_secret, check_authorization, verdict_response
 from .limits import ChatKitLimitError, thread_title
 from .responder import EchoChatKitServer, adopt_stored_title, echo_text
 from .route import (
@@ -48,6 +48,7 @@ __all__ = (
     "EchoChatKitServer",
     "ServerFactory",
     "UploadRefused",
+    "admit_authorization",
     "adopt_stored_title",
     "bearer_secret",
     "chatkit_routes",

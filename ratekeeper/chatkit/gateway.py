@@ -15,8 +15,9 @@ from starlette.responses import Response
 
 from ..gate import Gate
 from ..ratelimit_headers import Verdict
+from ..types import Session
 
-__all__ = ("bearer_secret", "check_authorization", "verdict_response")
+__all__ = ("admit_authorization", "bearer_secret", "check_authorization", "verdict_response")
 
 
 def bearer_secret(authorization: str | None) -> str | None:
@@ -47,6 +48,20 @@ async def check_authorization(gate: Gate, authorization: str | None) -> Verdict:
         Never raises for a refusal or a backend failure.
     """
     return await gate.check(bearer_secret(authorization))
+
+
+async def admit_authorization(
+    gate: Gate, authorization: str | None
+) -> tuple[Verdict, Session | None]:
+    """Admit one request like :func:`check_authorization`, and return its session too.
+
+    One backend call (one Redis round trip) gives both the verdict and the session's ChatKit
+    limits and attributes, for a handler that serves the request as the session's user. The
+    session is ``None`` unless the verdict admits the request; a backend failure is a 503
+    verdict whatever the gate's failure mode (see :meth:`Gate.check_session
+    <ratekeeper.gate.Gate.check_session>`).
+    """
+    return await gate.check_session(bearer_secret(authorization))
 
 
 def verdict_response(verdict: Verdict) -> Response:

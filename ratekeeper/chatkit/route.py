@@ -58,7 +58,7 @@ from ..store import (
 from ..types import Decision, Reason, Session, SessionStatus
 from .attachments import ChatKitAttachmentStore, UploadRefused
 from .context import ChatKitContext
-from .gateway import bearer_secret, verdict_response
+from .gateway import admit_authorization, verdict_response
 from .limits import ChatKitLimitError, check_upload_size, history_refusal, upload_refusal
 from .responder import EchoChatKitServer
 from .store import ChatKitStore
@@ -224,19 +224,15 @@ class ChatKitEndpoint:
 
     async def handle(self, request: Request) -> Response:
         """Serve one ChatKit protocol request (see the module's docstring for the steps)."""
-        secret = bearer_secret(request.headers.get("authorization"))
-        verdict = await self.gate.check(secret)
+        # One backend call decides, counts and returns the session (one Redis round trip).
+        verdict, session = await admit_authorization(
+            self.gate, request.headers.get("authorization")
+        )
         if not verdict.allowed:
             return verdict_response(verdict)
         headers = dict(verdict.headers)
-        try:
-            session = await self.gate.lookup(secret) if secret is not None else None
-        except BackendError as exc:
-            return _unavailable(exc, headers)
-        if session is None:
+        if session is None:  # an admitted request always carries its session
             return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
-        if session.status is not SessionStatus.ACTIVE:
-            return _ended_session_error(session.status.value, headers)
 
         body = await self._read_body(request)
         if isinstance(body, Response):

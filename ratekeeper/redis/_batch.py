@@ -1,34 +1,219 @@
-"""Automatic pipelining of concurrent admissions: many ``EVALSHA`` commands per write.
+"""Batching of concurrent admissions: one round trip carries every admission waiting for one.
 
-Each admission is still exactly one ``EVALSHA`` — one atomic script, one command — but when
-several tasks admit at once, their commands travel together: one write, one read, one pooled
-connection, one event-loop wake-up for the whole batch. Nothing ever waits for company: when no
-admission is in flight, a call is sent at once; calls arriving while one is in flight queue up
-and leave together as soon as it is answered (Nagle without the timer). redis-py's per-command
-overhead dominates a Redis admission in Python, so this doubles a busy gateway's decisions/s
+Nothing ever waits for company: when no admission is in flight, a call is sent at once; calls
+arriving while one is in flight queue up and leave together as soon as it is answered (Nagle
+without the timer). redis-py's per-command cost (packing every argument, parsing every reply
+line under its own timeout) dominates a Redis admission in Python, so batches pay it once:
+
+* :class:`ScriptBatcher` (standalone Redis): a batch is **one** ``EVALSHA`` of
+  ``admit_many.lua``, packed here from pre-encoded pieces and sent on a pooled connection of
+  the client, with one bulk-string reply (every admission's reply on its own line);
+* :class:`PipelineBatcher` (Redis Cluster, where a batch's keys live on many slots): one
+  ``EVALSHA admit.lua`` per admission, all in one redis-py pipeline.
+
+Either way each admission is one atomic script run and its caller waits for one round trip
 (``benchmarks/redis_bench.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import BackendError
+from ._circuit import Circuit
 from ._scripts import DRIVER_ERRORS, Script, ScriptRunner, wrap
 
 # Transport failures: every call queued behind one would meet the same one, a timeout later.
 _TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
-__all__ = ("AdmitBatcher",)
+__all__ = ("PipelineBatcher", "ScriptBatcher", "bulk")
 
 
-class AdmitBatcher:
+def bulk(value: bytes) -> bytes:
+    """Return ``value`` as a RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+#: One queued admission: its two keys and its arguments, RESP-encoded, and its caller's future.
+_Queued = tuple[bytes, bytes, "asyncio.Future[bytes]"]
+
+
+class ScriptBatcher:
+    """Sends whatever admissions are queued as one ``EVALSHA`` of ``admit_many.lua``.
+
+    Args:
+        client: a standalone ``redis.asyncio.Redis`` client (its pool, timeouts, TLS and auth
+            are used as they are).
+        script: ``admit_many``.
+        now: returns the ``now`` argument's bytes (``b""``: Redis ``TIME``) for a batch.
+        max_batch: most admissions in one command.
+
+    asyncio only, one event loop; not thread-safe.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_circuit",
+        "_client",
+        "_eval_head",
+        "_flusher",
+        "_max_batch",
+        "_now",
+        "_queue",
+        "_sha_head",
+    )
+
+    def __init__(
+        self,
+        client: Redis,
+        script: Script,
+        now: Callable[[], bytes],
+        circuit: Circuit,
+        max_batch: int = 256,
+    ) -> None:
+        self._client = client
+        self._circuit = circuit
+        self._sha_head = b"$7\r\nEVALSHA\r\n" + bulk(script.sha.encode())
+        self._eval_head = b"$4\r\nEVAL\r\n" + bulk(script.source.encode())
+        self._now = now
+        self._max_batch = max_batch
+        self._queue: list[_Queued] = []
+        # The task sending queued batches; kept referenced so it is not collected mid-run.
+        self._flusher: asyncio.Task[None] | None = None
+        # Whether a batch is in flight (sent by a caller directly or by the flusher).
+        self._busy = False
+
+    async def call(self, keys: bytes, args: bytes) -> bytes:
+        """Run one admission (``keys``: its two keys, ``args``: digest and flag, both RESP).
+
+        Returns its reply line (see ``decide.lua``).
+
+        Raises:
+            BackendError: Redis failed.
+        """
+        if not self._busy:
+            # Nothing in flight: send at once, no batching delay.
+            self._busy = True
+            try:
+                return await self._round_trip(keys, args, 1)
+            except BackendError as exc:
+                if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
+                    self._fail_queued(exc.__cause__)
+                raise
+            finally:
+                self._busy = False
+                if self._queue:
+                    self._start()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._queue.append((keys, args, future))
+        return await future
+
+    def _start(self) -> None:
+        self._busy = True
+        self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                batch = queue[: self._max_batch]
+                del queue[: self._max_batch]
+                keys = b"".join([item[0] for item in batch])
+                args = b"".join([item[1] for item in batch])
+                try:
+                    reply = await self._round_trip(keys, args, len(batch))
+                except BackendError as exc:
+                    if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
+                        self._fail_queued(exc.__cause__)
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(_copy(exc))
+                    continue
+                except BaseException:
+                    # Cancelled mid-send (the loop is closing): no caller may wait forever.
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, _, future), line in zip(batch, reply.split(b"\n"), strict=True):
+                    if not future.done():  # the caller may have been cancelled meanwhile
+                        future.set_result(line)
+        except BaseException:
+            for _, _, future in queue:
+                future.cancel()
+            queue.clear()
+            raise
+        finally:
+            self._flusher = None
+            self._busy = False
+
+    async def _round_trip(self, keys: bytes, args: bytes, count: int) -> bytes:
+        """Send one batch of ``count`` admissions and return the script's reply."""
+        circuit = self._circuit
+        if circuit.is_open:
+            raise circuit.reject()
+        numkeys = b"%d" % (2 * count)
+        body = b"%b%b%b%b" % (bulk(numkeys), keys, bulk(self._now()), args)
+        frame = b"*%d\r\n" % (4 + 4 * count)
+        try:
+            try:
+                reply = await self._send(frame + self._sha_head + body)
+            except NoScriptError:
+                # Redis lost its script cache: EVAL sends the source and caches it again.
+                reply = await self._send(frame + self._eval_head + body)
+        except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
+            raise wrap(exc) from exc
+        circuit.succeeded()
+        return bytes(reply)
+
+    async def _send(self, packed: bytes) -> Any:
+        pool = self._client.connection_pool
+        # A pooled connection may be stale (Redis restarted): one retry on a connection error,
+        # as the client's own commands do; never after a timeout (it may have counted).
+        for attempt in (1, 2):
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                await connection.send_packed_command(packed, check_health=False)
+                return await connection.read_response(disable_decoding=True)
+            except RedisConnectionError as exc:
+                await connection.disconnect()
+                if attempt == 2 or isinstance(exc, BusyLoadingError):
+                    raise
+            except BaseException:
+                # Timed out or cancelled with the reply unread: the connection is unusable.
+                await connection.disconnect()
+                raise
+            finally:
+                await pool.release(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fail_queued(self, cause: BaseException) -> None:
+        """Fail every queued call with ``cause``, wrapped, at once."""
+        # While Redis is unreachable or hung, waiting in line for one socket timeout after
+        # another would make a caller wait far longer than one timeout.
+        queued, self._queue = self._queue, []
+        for _, _, future in queued:
+            if not future.done():
+                error = wrap(cause)
+                error.__cause__ = cause
+                future.set_exception(error)
+
+
+def _copy(exc: BackendError) -> BackendError:
+    """A fresh exception per caller: one instance raised in many tasks would share tracebacks."""
+    error = BackendError(*exc.args)
+    error.__cause__ = exc.__cause__
+    return error
+
+
+class PipelineBatcher:
     """Queues one script's calls and sends whatever is queued as one pipeline.
 
     Args:
@@ -99,6 +284,12 @@ class AdmitBatcher:
 
     async def _send(self, batch: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
         sha = self._script.sha
+        circuit = self._runner.circuit
+        if circuit.is_open:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(circuit.reject())
+            return
         try:
             try:
                 if len(batch) == 1:
@@ -112,6 +303,7 @@ class AdmitBatcher:
             except NoScriptError as exc:
                 results = [exc]
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             results = [exc] * len(batch)
             if isinstance(exc, _TRANSPORT_ERRORS):
                 self._fail_queued(exc)
@@ -122,6 +314,8 @@ class AdmitBatcher:
             for _, future in batch:
                 future.cancel()
             raise
+        else:
+            circuit.succeeded()
         for (args, future), result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):
                 result = await self._reload(args)

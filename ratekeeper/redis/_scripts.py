@@ -1,6 +1,7 @@
 """The Lua scripts of the Redis backend, loaded from package data, and the runner that calls them.
 
-Each script is ``common.lua`` followed by its own file. Scripts run by ``EVALSHA`` (one round
+Each script is ``common.lua`` followed by its own file (the admission scripts have the decision
+rule, ``decide.lua``, in between). Scripts run by ``EVALSHA`` (one round
 trip); a ``NOSCRIPT`` reply (Redis restarted, failed over, or ``SCRIPT FLUSH``) is answered by
 sending the source with ``EVAL`` once, which also caches it on that node again, so reloading is
 transparent and costs one extra round trip on the first call that finds the cache empty.
@@ -12,13 +13,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..errors import BackendError
+
+if TYPE_CHECKING:
+    from ._circuit import Circuit
 
 __all__ = ("SCRIPT_NAMES", "Call", "Client", "Script", "ScriptRunner", "load_scripts", "wrap")
 
@@ -28,6 +32,7 @@ Client: TypeAlias = Redis | RedisCluster
 SCRIPT_NAMES = (
     "ack",
     "admit",
+    "admit_many",
     "cancel",
     "claim",
     "count",
@@ -40,6 +45,9 @@ SCRIPT_NAMES = (
     "read",
     "upload",
 )
+
+# Pieces a script needs between common.lua and its own text.
+_PRELUDES = {"admit": ("decide",), "admit_many": ("decide",)}
 
 #: What the driver raises; everything else is a bug and is not wrapped.
 DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
@@ -70,7 +78,13 @@ def load_scripts() -> dict[str, Script]:
     common = here.joinpath("common.lua").read_text(encoding="utf-8")
     scripts = {}
     for name in SCRIPT_NAMES:
-        source = common + "\n" + here.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        pieces = [common]
+        pieces += [
+            here.joinpath(f"{piece}.lua").read_text(encoding="utf-8")
+            for piece in _PRELUDES.get(name, ())
+        ]
+        pieces.append(here.joinpath(f"{name}.lua").read_text(encoding="utf-8"))
+        source = "\n".join(pieces)
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         scripts[name] = Script(name, source, sha)
     return scripts
@@ -91,28 +105,38 @@ class ScriptRunner:
     Holds no state of its own beyond the client; use it from the client's event loop.
     """
 
-    __slots__ = ("client", "scripts")
+    __slots__ = ("circuit", "client", "scripts")
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, circuit: Circuit) -> None:
         self.client = client
+        self.circuit = circuit
         self.scripts = load_scripts()
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script: one round trip (two after Redis lost its script cache)."""
         client = self.client
+        circuit = self.circuit
+        if circuit.is_open:
+            raise circuit.reject()
         try:
             try:
-                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                reply = await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # Redis lost its script cache: EVAL sends the source and caches it again.
-                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+                reply = await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             raise wrap(exc) from exc
+        circuit.succeeded()
+        return reply
 
     async def eval_many(self, calls: Sequence[Call]) -> list[Any]:
         """Run scripts (or plain commands) in one pipelined round trip; results in order."""
         if not calls:
             return []
+        circuit = self.circuit
+        if circuit.is_open:
+            raise circuit.reject()
         try:
             pipe = self.client.pipeline(transaction=False)
             for script, keys, args in calls:
@@ -122,7 +146,9 @@ class ScriptRunner:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
         except DRIVER_ERRORS as exc:
+            circuit.failed(exc)
             raise wrap(exc) from exc
+        circuit.succeeded()
         out = []
         for (script, keys, args), result in zip(calls, results, strict=True):
             if script is not None and isinstance(result, NoScriptError):

@@ -26,39 +26,31 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._params import validate_limits
 from .._secrets import new_client_secret, secret_digest
+from ..backend import Admission, Cancellation, CircuitStatistics
 from ..clock import Clock
 from ..engine import EngineStatistics, Expired
 from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
 from ..types import (
-    INFINITY,
-    WINDOW_S,
     Decision,
     FileUploadLimits,
     HistoryLimits,
-    Reason,
     Session,
     SessionStatus,
     UploadDecision,
 )
-from ..window import unknown_decision
-from ._batch import AdmitBatcher
-from ._replies import US, snapshot, text
+from ._batch import PipelineBatcher, ScriptBatcher
+from ._circuit import Circuit
+from ._replies import US, admitted_session, decision, snapshot, text
 from ._scripts import DRIVER_ERRORS, Client, ScriptRunner, wrap
 from ._sweep import SharedSweep
 from .keys import SESSION_ID_PATTERN, KeySpace, session_id_for
 
 __all__ = ("RedisBackend",)
 
-_new = tuple.__new__  # builds a Decision without NamedTuple's Python-level __new__
-_ALLOWED = Reason.ALLOWED
-_RATE_LIMITED = Reason.RATE_LIMITED
-_EXPIRED = Reason.EXPIRED
-_CANCELLED = Reason.CANCELLED
 # Keys outlive their logical retention by this much: TTLs are a safety net, not the rule.
 _TTL_MARGIN_MS = 1_000
 # With an injected clock the logical time need not follow real time; a wide margin keeps a
@@ -78,6 +70,11 @@ class _ClusterClient(RedisCluster):
     ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
         error for error in RedisCluster.ERRORS_ALLOW_RETRY if error is not RedisTimeoutError
     )
+
+
+def _as_bytes(reply: bytes | str) -> bytes:
+    # A client built with decode_responses hands back str.
+    return reply.encode() if isinstance(reply, str) else reply
 
 
 def _session_id(client_secret: str) -> tuple[str, bytes]:
@@ -100,8 +97,13 @@ class RedisBackend:
         max_sessions: optional cap on active sessions; checked before each creation, so under
             concurrent creators it may be overshot by the number of concurrent creations.
         claim_lease_s: how long a sweeper's claim on a due session lasts if it dies mid-sweep.
-        pipeline_admissions: send the admissions of concurrent tasks together, one pipeline
-            per write (each is still one ``EVALSHA``); ``False`` sends each on its own.
+        pipeline_admissions: send the admissions of concurrent tasks together, one command
+            per write on a server (``admit_many``), one pipeline on a cluster; ``False`` sends
+            each on its own.
+        circuit_failures: commands timing out in a row that open the circuit breaker, after
+            which every call fails at once until a background ``PING`` is answered; 0 turns
+            the breaker off. Only timeouts count (a refused connection fails at once anyway).
+        circuit_probe_interval_s: pause between two probes while the circuit is open.
         owns_client: close ``client`` in :meth:`aclose`.
 
     Use it from one asyncio event loop (redis-py's asyncio client does not run on trio). Not
@@ -119,6 +121,8 @@ class RedisBackend:
         max_sessions: int | None = None,
         claim_lease_s: float = 30.0,
         pipeline_admissions: bool = True,
+        circuit_failures: int = 3,
+        circuit_probe_interval_s: float = 0.5,
         owns_client: bool = False,
     ) -> None:
         if retention_s < 0:
@@ -136,17 +140,26 @@ class RedisBackend:
         self._lease_us = str(round(claim_lease_s * US))
         self._margin_ms = str(_TTL_MARGIN_MS if clock is None else _INJECTED_TTL_MARGIN_MS)
         self._owns_client = owns_client
-        self._runner = ScriptRunner(client)
+        self._circuit = Circuit(client, circuit_failures, circuit_probe_interval_s)
+        self._runner = ScriptRunner(client, self._circuit)
         self._eval = self._runner.eval
         self._scripts = self._runner.scripts
         self._sweep = SharedSweep(
             self._runner, self.keys, self._retention_us, self._lease_us, self._margin_ms
         )
-        self._admit_sha = self._scripts["admit"].sha
-        self._batcher = (
-            AdmitBatcher(self._runner, self._scripts["admit"]) if pipeline_admissions else None
-        )
         self._tag_open = key_prefix + ":{"
+        self._key_open = self._tag_open.encode()
+        # How an admission travels: batched into one admit_many call (standalone), pipelined
+        # one admit call each (a cluster, where a batch's keys span slots), or alone.
+        self._reply = self._reply_direct
+        if pipeline_admissions and isinstance(client, RedisCluster):
+            self._pipeline_batcher = PipelineBatcher(self._runner, self._scripts["admit"])
+            self._reply = self._reply_pipelined
+        elif pipeline_admissions and isinstance(client, Redis):
+            self._script_batcher = ScriptBatcher(
+                client, self._scripts["admit_many"], self._now_bytes, self._circuit
+            )
+            self._reply = self._reply_batched
 
     @classmethod
     def from_url(
@@ -173,7 +186,7 @@ class RedisBackend:
                 ``max_connections``, ``ssl_ca_certs``, ``health_check_interval``).
             **options: the backend's keyword arguments (``key_prefix``, ``retention_s``,
                 ``expiry_shards``, ``max_sessions``, ``claim_lease_s``,
-                ``pipeline_admissions``).
+                ``pipeline_admissions``, ``circuit_failures``, ``circuit_probe_interval_s``).
 
         No I/O happens until the first call.
         """
@@ -203,6 +216,10 @@ class RedisBackend:
     def _now(self) -> str:
         clock = self.clock
         return "" if clock is None else str(round(clock.monotonic() * US))
+
+    def _now_bytes(self) -> bytes:
+        clock = self.clock
+        return b"" if clock is None else b"%d" % round(clock.monotonic() * US)
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -317,36 +334,39 @@ class RedisBackend:
         Raises:
             BackendError: Redis failed (the gate turns this into fail-closed or fail-open).
         """
-        sid, digest = _session_id(client_secret)
-        tagged = self._tag_open + sid
-        args = (2, tagged + "}:s", tagged + "}:w", self._now(), digest)
-        batcher = self._batcher
-        if batcher is not None:
-            reply = await batcher.call(args)
-        else:
-            reply = await self._admit_direct(args)
-        code = reply[0]
-        if code == 1:
-            return _new(Decision, (True, _ALLOWED, reply[1], reply[2], 0.0, WINDOW_S, sid))
-        if code == 2:
-            return _new(
-                Decision,
-                (False, _RATE_LIMITED, reply[1], 0, reply[2] / US, reply[3] / US, sid),
-            )
-        if code == 0:
-            return unknown_decision()
-        reason = _EXPIRED if code == 3 else _CANCELLED
-        return _new(Decision, (False, reason, reply[1], 0, INFINITY, 0.0, sid))
+        sid = session_id_for(client_secret)
+        return decision(await self._reply(sid, secret_digest(client_secret), b"0"), sid)
 
-    async def _admit_direct(self, args: tuple[Any, ...]) -> Any:
-        client = self._client
-        try:
-            try:
-                return await client.execute_command("EVALSHA", self._admit_sha, *args)
-            except NoScriptError:
-                return await client.execute_command("EVAL", self._scripts["admit"].source, *args)
-        except DRIVER_ERRORS as exc:
-            raise wrap(exc) from exc
+    async def admit_session(self, client_secret: str) -> Admission:
+        """Like :meth:`admit`, and return the admitted session: still one round trip.
+
+        Raises:
+            BackendError: Redis failed.
+        """
+        sid = session_id_for(client_secret)
+        reply = await self._reply(sid, secret_digest(client_secret), b"1")
+        verdict = decision(reply, sid)
+        if not verdict.allowed:
+            return Admission(verdict, None)
+        return Admission(verdict, admitted_session(reply, sid))
+
+    async def _reply_batched(self, sid: str, digest: bytes, flag: bytes) -> bytes:
+        key = self._key_open + sid.encode()
+        size = len(key) + 3
+        keys = b"$%d\r\n%b}:s\r\n$%d\r\n%b}:w\r\n" % (size, key, size, key)
+        return await self._script_batcher.call(keys, b"$32\r\n%b\r\n$1\r\n%b\r\n" % (digest, flag))
+
+    async def _reply_pipelined(self, sid: str, digest: bytes, flag: bytes) -> bytes:
+        tagged = self._tag_open + sid
+        args = (2, tagged + "}:s", tagged + "}:w", self._now(), digest, flag)
+        return _as_bytes(await self._pipeline_batcher.call(args))
+
+    async def _reply_direct(self, sid: str, digest: bytes, flag: bytes) -> bytes:
+        tagged = self._tag_open + sid
+        keys = (tagged + "}:s", tagged + "}:w")
+        return _as_bytes(
+            await self._runner.eval(self._scripts["admit"], keys, (self._now(), digest, flag))
+        )
 
     async def lookup(self, client_secret: str) -> Session | None:
         """Return the session behind ``client_secret`` as of now, without counting a request."""
@@ -390,8 +410,11 @@ class RedisBackend:
             raise SessionNotFound(session_id)
         return snapshot(session_id, *reply[1:])
 
-    async def cancel(self, session_id: str) -> Session:
+    async def cancel(self, session_id: str) -> Cancellation:
         """Cancel an active session; idempotent, and a no-op on an expired one.
+
+        ``changed`` is the script's own answer, so of concurrent cancels in any number of
+        processes exactly one reports it.
 
         Raises:
             SessionNotFound: no such session.
@@ -412,7 +435,7 @@ class RedisBackend:
                 (index, cancelled),
                 (str(reply[6]), session_id, self._retention_us, self._margin_ms),
             )
-        return snapshot(session_id, *reply[1:6])
+        return Cancellation(snapshot(session_id, *reply[1:6]), reply[0] == 1)
 
     async def sweep(self, max_items: int) -> list[Expired]:
         """Flip due sessions to ``expired`` (at most ``max_items``), purge old ended ones.
@@ -433,8 +456,13 @@ class RedisBackend:
         """Count active sessions, and ended ones still retained, across every index shard."""
         return await self._sweep.statistics()
 
+    def circuit_statistics(self) -> CircuitStatistics:
+        """Return the circuit breaker's state and counts (no I/O)."""
+        return self._circuit.statistics()
+
     async def aclose(self) -> None:
-        """Close the client if this backend created it (``from_url``)."""
+        """Stop the circuit's probe; close the client if this backend created it (``from_url``)."""
+        await self._circuit.aclose()
         if self._owns_client:
             try:
                 await self._client.aclose()

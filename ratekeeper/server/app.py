@@ -103,6 +103,8 @@ def backend_from_settings(settings: ServerSettings) -> Backend:
             cluster=settings.redis_cluster,
             retention_s=settings.retention_s,
             max_sessions=settings.max_sessions,
+            circuit_failures=settings.redis_circuit_failures,
+            circuit_probe_interval_s=settings.redis_circuit_probe_s,
         )
     except (ValueError, TypeError) as exc:
         raise SettingsError(f"cannot use the Redis backend URL: {exc}") from None

@@ -217,25 +217,32 @@ class DevGate(Gate):
         # As window.terminal_decision builds them.
         return Decision(False, _REASONS[fault.outcome], limit, 0, INFINITY, 0.0, session.id)
 
+    async def _injected_verdict(self, client_secret: str, *, may_fail_open: bool) -> Verdict | None:
+        """The verdict a pending fault gives, or ``None`` to ask the backend (after latency)."""
+        hit = await self._fault_for(client_secret)
+        if hit is None:
+            return None
+        fault, session = hit
+        note(session.id, None, fault.outcome)
+        if fault.outcome == "latency":
+            await anyio.sleep(fault.delay_ms / 1000)
+            return None
+        self._injected_outcome["injected_" + fault.outcome].inc()
+        if fault.outcome != "backend_unavailable":
+            decision = self._injected_decision(fault, session)
+            note(None, decision.reason)
+            return verdict_for(decision)
+        note(None, "backend_unavailable")
+        if may_fail_open and self.fail_open:
+            return fail_open_verdict(FAIL_OPEN_DECISION)
+        return backend_unavailable_verdict()
+
     async def check(self, client_secret: str | None) -> Verdict:
         """Like :meth:`Gate.check <ratekeeper.gate.Gate.check>`, a pending fault first."""
         if client_secret and self.faults:
-            hit = await self._fault_for(client_secret)
-            if hit is not None:
-                fault, session = hit
-                note(session.id, None, fault.outcome)
-                if fault.outcome == "latency":
-                    await anyio.sleep(fault.delay_ms / 1000)
-                else:
-                    self._injected_outcome["injected_" + fault.outcome].inc()
-                    if fault.outcome != "backend_unavailable":
-                        decision = self._injected_decision(fault, session)
-                        note(None, decision.reason)
-                        return verdict_for(decision)
-                    note(None, "backend_unavailable")
-                    if self.fail_open:
-                        return fail_open_verdict(FAIL_OPEN_DECISION)
-                    return backend_unavailable_verdict()
+            injected = await self._injected_verdict(client_secret, may_fail_open=True)
+            if injected is not None:
+                return injected
         verdict = await super().check(client_secret)
         made = verdict.decision
         if made is not None:
@@ -243,6 +250,24 @@ class DevGate(Gate):
         else:
             note(None, "missing_secret" if not client_secret else "backend_unavailable")
         return verdict
+
+    async def check_session(self, client_secret: str | None) -> tuple[Verdict, Session | None]:
+        """Like :meth:`Gate.check_session <ratekeeper.gate.Gate.check_session>`, a fault first.
+
+        As there, a handler that needs the session cannot fail open: an injected
+        ``backend_unavailable`` is answered 503 whatever ``fail_open`` says.
+        """
+        if client_secret and self.faults:
+            injected = await self._injected_verdict(client_secret, may_fail_open=False)
+            if injected is not None:
+                return injected, None
+        verdict, session = await super().check_session(client_secret)
+        made = verdict.decision
+        if made is not None:
+            note(made.session_id, made.reason)
+        else:
+            note(None, "missing_secret" if not client_secret else "backend_unavailable")
+        return verdict, session
 
     async def admit(self, client_secret: str) -> Decision:
         """Like :meth:`Gate.admit <ratekeeper.gate.Gate.admit>`, a pending fault first.

@@ -62,6 +62,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _probe_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 60:  # also refuses NaN
+        raise ValueError(f"expected seconds above 0 and at most 60, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -297,6 +311,23 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "redis_circuit_failures",
+        "--redis-circuit-failures",
+        "RATEKEEPER_REDIS_CIRCUIT_FAILURES",
+        _count,
+        "Redis commands timing out in a row after which session requests are answered at once "
+        "(503, or admitted with --fail-open) until a background probe reaches Redis; 0: off.",
+        metavar="N",
+    ),
+    Setting(
+        "redis_circuit_probe_s",
+        "--redis-circuit-probe-interval",
+        "RATEKEEPER_REDIS_CIRCUIT_PROBE_S",
+        _probe_seconds,
+        "Seconds between two probes of Redis while the circuit is open (above 0, at most 60).",
+        metavar="SECONDS",
+    ),
+    Setting(
         "fail_open",
         "--fail-open",
         "RATEKEEPER_FAIL_OPEN",
@@ -491,6 +522,8 @@ class ServerSettings:
         backend: ``"memory"`` or a Redis URL.
         redis_cluster: whether the Redis URL names a cluster node.
         fail_open: admit session requests while the backend is unreachable.
+        redis_circuit_failures: Redis timeouts in a row that open the circuit breaker (0: off).
+        redis_circuit_probe_s: seconds between two probes while the circuit is open.
         store: the conversation store's URL; ``None`` for the default SQLite file in
             ``data_dir`` (see :attr:`store_url`).
         data_dir: directory of the default SQLite store (``None``: :func:`default_data_dir`).
@@ -523,6 +556,8 @@ class ServerSettings:
     backend: str = "memory"
     redis_cluster: bool = False
     fail_open: bool = False
+    redis_circuit_failures: int = 3
+    redis_circuit_probe_s: float = 0.5
     store: str | None = None
     data_dir: str | None = None
     thread_retention_days: float | None = None

@@ -1,7 +1,7 @@
 """Your own ChatKitServer behind the gate, and the one-call helper for other frameworks.
 
 Both run on uvicorn on loopback: the service with ``chatkit_server_factory``, and a gateway
-app of its own that guards its ChatKit route with ``check_authorization`` the way a FastAPI
+app of its own that guards its ChatKit route with ``admit_authorization`` the way a FastAPI
 app would (FastAPI responses are Starlette responses).
 """
 
@@ -37,9 +37,8 @@ from ratekeeper.chatkit import (
     ChatKitLimitError,
     ChatKitStore,
     EchoChatKitServer,
+    admit_authorization,
     adopt_stored_title,
-    bearer_secret,
-    check_authorization,
     echo_text,
     verdict_response,
 )
@@ -181,11 +180,9 @@ def gateway_app() -> Starlette:
 
     async def chatkit(request: Request) -> Response:
         authorization = request.headers.get("authorization")
-        verdict = await check_authorization(gate, authorization)
+        verdict, session = await admit_authorization(gate, authorization)
         if not verdict.allowed:
             return verdict_response(verdict)
-        secret = bearer_secret(authorization)
-        session = await gate.lookup(secret) if secret else None
         assert session is not None
         context = ChatKitContext(session, verdict.decision)
         result = await server.process(await request.body(), context)
@@ -212,7 +209,7 @@ def gateway_app() -> Starlette:
     )
 
 
-def test_check_authorization_guards_a_route_of_another_framework() -> None:
+def test_admit_authorization_guards_a_route_of_another_framework() -> None:
     """401 without a secret, admitted with the headers, 429 past the limit."""
     body = json.dumps({"type": "threads.create", "params": {"input": user_input("hi")}})
     with serve(gateway_app()) as url, httpx.Client(base_url=url, timeout=10.0) as http:

@@ -80,18 +80,20 @@ def test_cancel_refuses_the_secret_at_once(harness: Harness) -> None:
     """After cancel, the very next request is refused as cancelled."""
     session = harness.create()
     assert harness.admit(session.client_secret).allowed
-    cancelled = harness.call(harness.backend.cancel, session.id)
+    cancelled, changed = harness.call(harness.backend.cancel, session.id)
     assert cancelled.status is SessionStatus.CANCELLED
+    assert changed
     decision = harness.admit(session.client_secret)
     assert (decision.allowed, decision.reason) == (False, Reason.CANCELLED)
 
 
 def test_cancel_is_idempotent(harness: Harness) -> None:
-    """Cancelling twice returns the cancelled session both times."""
+    """Cancelling twice returns the cancelled session both times; only the first changed it."""
     session = harness.create()
-    harness.call(harness.backend.cancel, session.id)
-    again = harness.call(harness.backend.cancel, session.id)
+    assert harness.call(harness.backend.cancel, session.id).changed
+    again, changed = harness.call(harness.backend.cancel, session.id)
     assert again.status is SessionStatus.CANCELLED
+    assert not changed
 
 
 def test_cancelled_stays_cancelled_after_its_expiry_time(harness: Harness) -> None:
@@ -108,8 +110,29 @@ def test_cancel_after_expiry_reports_expired(harness: Harness) -> None:
     """Cancelling an expired session changes nothing and says ``expired``."""
     session = harness.create(expires_after_s=5)
     harness.advance(5)
-    assert harness.call(harness.backend.cancel, session.id).status is SessionStatus.EXPIRED
+    after, changed = harness.call(harness.backend.cancel, session.id)
+    assert after.status is SessionStatus.EXPIRED
+    assert not changed
     assert harness.admit(session.client_secret).reason == Reason.EXPIRED
+
+
+def test_admit_session_returns_the_session_it_admitted(harness: Harness) -> None:
+    """admit_session: the same decision as admit, with the session only when admitted."""
+    session = harness.create(max_requests_per_1_minute=1, attributes={"workflow": {"id": "wf"}})
+    decision, admitted = harness.call(harness.backend.admit_session, session.client_secret)
+    assert (decision.allowed, decision.limit, decision.remaining) == (True, 1, 0)
+    assert decision.session_id == session.id
+    assert admitted == harness.call(harness.backend.get, session.id)
+    assert admitted is not None
+    assert admitted.attributes == {"workflow": {"id": "wf"}}
+    assert admitted.client_secret is None
+    refused, none = harness.call(harness.backend.admit_session, session.client_secret)
+    assert (refused.reason, none) == (Reason.RATE_LIMITED, None)
+    harness.call(harness.backend.cancel, session.id)
+    cancelled, none = harness.call(harness.backend.admit_session, session.client_secret)
+    assert (cancelled.reason, none) == (Reason.CANCELLED, None)
+    unknown, none = harness.call(harness.backend.admit_session, "ek_unknown")
+    assert (unknown.reason, none) == (Reason.UNKNOWN_SESSION, None)
 
 
 def test_unknown_session_id(harness: Harness) -> None:

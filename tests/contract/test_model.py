@@ -130,10 +130,12 @@ class BackendMachine(RuleBasedStateMachine):
 
     @rule(session=consumes(sessions))
     def cancel(self, session: ModelSession) -> None:
-        result = self.harness.call(self.harness.backend.cancel, session.id)
-        if self.model.status(session) == "active":
+        result, changed = self.harness.call(self.harness.backend.cancel, session.id)
+        was_active = self.model.status(session) == "active"
+        if was_active:
             session.status = "cancelled"
         assert result.status.value == self.model.status(session)
+        assert changed == was_active
 
     @rule(seconds=steps)
     def advance(self, seconds: float) -> None:

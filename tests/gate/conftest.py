@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ratekeeper import BackendError, Engine, Gate, ManualClock
+from ratekeeper.backend import Admission, Cancellation, MemoryBackend
 from ratekeeper.engine import EngineStatistics, Expired
 from ratekeeper.types import Decision, FileUploadLimits, HistoryLimits, Session, UploadDecision
 
@@ -78,6 +79,10 @@ class FailingBackend:
         self._maybe_fail()
         return self.engine.admit(client_secret)
 
+    async def admit_session(self, client_secret: str) -> Admission:
+        self._maybe_fail()
+        return await MemoryBackend(self.engine).admit_session(client_secret)
+
     async def lookup(self, client_secret: str) -> Session | None:
         self._maybe_fail()
         return self.engine.lookup(client_secret)
@@ -86,9 +91,9 @@ class FailingBackend:
         self._maybe_fail()
         return self.engine.reserve_upload(session_id, size_bytes)
 
-    async def cancel(self, session_id: str) -> Session:
+    async def cancel(self, session_id: str) -> Cancellation:
         self._maybe_fail()
-        return self.engine.cancel(session_id)
+        return await MemoryBackend(self.engine).cancel(session_id)
 
     async def get(self, session_id: str) -> Session:
         self._maybe_fail()

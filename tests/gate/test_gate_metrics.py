@@ -154,3 +154,34 @@ async def test_metrics_app_works_on_any_registry() -> None:
         response = await client.get("/")
     assert response.status_code == 200
     assert response.text == ""
+
+
+async def test_check_session_fails_closed_and_says_so_even_on_a_fail_open_gate(
+    failing_backend: Any,
+) -> None:
+    """A handler that needs the session cannot serve without it: 503, counted fail_closed."""
+    opened = Gate(failing_backend, fail_open=True)
+    verdict, session = await opened.check_session("ek_x")
+    assert (verdict.status_code, session) == (503, None)
+    got = scrape(opened)
+    outcome = "ratekeeper_decisions_total"
+    assert got[(outcome, (("outcome", "fail_closed"),))] == 1
+    assert got[(outcome, (("outcome", "fail_open"),))] == 0
+    assert got[("ratekeeper_backend_errors_total", (("operation", "admit"),))] == 1
+
+
+async def test_check_session_admits_counts_and_returns_the_session(gate: Gate) -> None:
+    created = await gate.create_session("alice", max_requests_per_1_minute=1)
+    verdict, session = await gate.check_session(created.client_secret)
+    assert verdict.allowed
+    assert session is not None
+    assert (session.id, session.user, session.status) == (created.id, "alice", "active")
+    refused, none = await gate.check_session(created.client_secret)
+    assert (refused.status_code, none) == (429, None)
+    missing, none = await gate.check_session(None)
+    assert (missing.status_code, none) == (401, None)
+    got = scrape(gate)
+    outcome = "ratekeeper_decisions_total"
+    assert got[(outcome, (("outcome", "allowed"),))] == 1
+    assert got[(outcome, (("outcome", "rate_limited"),))] == 1
+    assert got[(outcome, (("outcome", "missing_secret"),))] == 1

@@ -20,8 +20,15 @@ class ServiceProcess(_Service):
     Not thread-safe; a test drives it.
     """
 
-    def __init__(self, backend_url: str, *, workers: int = 1, fail_open: bool = False) -> None:
-        flags = ["--backend", backend_url, "--workers", str(workers)]
+    def __init__(
+        self,
+        backend_url: str,
+        *,
+        workers: int = 1,
+        fail_open: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        flags = ["--backend", backend_url, "--workers", str(workers), *extra]
         if workers == 1:
             flags += ["--store", "memory"]
         if fail_open:

@@ -4,6 +4,7 @@ reloads, wrapped errors and the shared sweep. The semantics themselves are the c
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -16,6 +17,7 @@ from ratekeeper import (
     BackendError,
     CapacityExceeded,
     FileUploadLimits,
+    Gate,
     InvalidParameter,
     ManualClock,
     Reason,
@@ -419,5 +421,98 @@ async def test_pipelined_admissions_all_fail_as_backend_errors(
                 tg.start_soon(one)
         assert len(errors) == 30
         assert all(isinstance(e.__cause__, redis.RedisError) for e in errors)
+    finally:
+        await backend.aclose()
+
+
+async def test_concurrent_cancels_in_two_gates_are_counted_once(redis_url: str) -> None:
+    """Two processes' gates cancelling one session at the same moment: one counts it."""
+    prefix = scratch_prefix()
+    first = ScratchRedisBackend.from_url(redis_url, key_prefix=prefix, expiry_shards=2)
+    second = RedisBackend.from_url(redis_url, key_prefix=prefix, expiry_shards=2)
+    gates = [Gate(first), Gate(second)]
+    try:
+        for _ in range(5):
+            session = await gates[0].create_session("u")
+            results = await asyncio.gather(*(gate.cancel(session.id) for gate in gates))
+            assert [s.status for s in results] == ["cancelled", "cancelled"]
+        counted = [gate.metrics.sessions_cancelled._value.get() for gate in gates]
+        assert sum(counted) == 5, counted
+        # The backend itself says which call changed the session.
+        session = await first.create_session("u")
+        assert (await first.cancel(session.id)).changed
+        again = await second.cancel(session.id)
+        assert not again.changed
+        assert again.session.status == "cancelled"
+    finally:
+        await second.aclose()
+        await first.aclose()
+
+
+async def test_admit_session_returns_the_admitted_session_in_one_write(
+    private_redis: RedisProcess,
+) -> None:
+    """admit_session: the decision and the session's limits and attributes, one round trip."""
+    pool = redis.asyncio.ConnectionPool.from_url(
+        private_redis.url, connection_class=CountingConnection
+    )
+    backend = RedisBackend(redis.asyncio.Redis.from_pool(pool), owns_client=True)
+    try:
+        created = await backend.create_session(
+            "alice",
+            max_requests_per_1_minute=1,
+            file_upload=FileUploadLimits(enabled=True, max_files=3),
+            attributes={"workflow": {"id": "wf_1"}, "note": "a b\nc"},
+        )
+        secret = created.client_secret or ""
+        await backend.admit_session("ek_unknown")  # warm
+        CountingConnection.writes = 0
+        decision, session = await backend.admit_session(secret)
+        assert CountingConnection.writes == 1
+        assert decision.allowed
+        assert decision.remaining == 0
+        assert session is not None
+        assert session == (await backend.get(created.id))
+        assert session.user == "alice"
+        assert session.status == "active"
+        assert session.file_upload == FileUploadLimits(enabled=True, max_files=3)
+        assert session.attributes == {"workflow": {"id": "wf_1"}, "note": "a b\nc"}
+        assert session.client_secret is None
+        refused, none = await backend.admit_session(secret)
+        assert refused.reason is Reason.RATE_LIMITED
+        assert none is None
+        unknown, none = await backend.admit_session("ek_unknown")
+        assert unknown.reason is Reason.UNKNOWN_SESSION
+        assert none is None
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+async def test_every_admission_path_decides_alike(redis_url: str, pipeline: bool) -> None:
+    """Batched (admit_many) and one-by-one (admit.lua) admissions give the same decisions."""
+    backend = ScratchRedisBackend.from_url(
+        redis_url, key_prefix=scratch_prefix(), expiry_shards=2, pipeline_admissions=pipeline
+    )
+    try:
+        session = await backend.create_session("u", max_requests_per_1_minute=3)
+        secret = session.client_secret or ""
+        decisions = await asyncio.gather(*(backend.admit(secret) for _ in range(5)))
+        assert sorted((d.allowed, d.remaining) for d in decisions) == [
+            (False, 0),
+            (False, 0),
+            (True, 0),
+            (True, 1),
+            (True, 2),
+        ]
+        refused = next(d for d in decisions if not d.allowed)
+        assert refused.reason is Reason.RATE_LIMITED
+        assert 59 < refused.retry_after <= 60
+        assert refused.retry_after <= refused.reset_after <= 60
+        _, none = await backend.admit_session(secret)
+        assert none is None
+        await backend.cancel(session.id)
+        assert (await backend.admit(secret)).reason is Reason.CANCELLED
+        assert (await backend.admit("ek_unknown")).reason is Reason.UNKNOWN_SESSION
     finally:
         await backend.aclose()

@@ -33,6 +33,10 @@ def _admit_client(service: ServiceProcess, secret: str) -> httpx.AsyncClient:
     )
 
 
+def _assert_unavailable_status(status: int) -> None:
+    assert status == 503, status
+
+
 def _assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     error = response.json()["error"]
@@ -148,3 +152,57 @@ async def test_script_flush_mid_run_changes_no_decision(private_redis: RedisProc
             assert statuses.count(429) == 70
     finally:
         await flusher.aclose()
+
+
+async def test_chatkit_while_redis_is_down_is_counted_as_what_the_client_got(
+    private_redis: RedisProcess,
+) -> None:
+    """Failing open, `POST /chatkit` cannot be served without its session: 503, fail_closed."""
+    with ServiceProcess(private_redis.url, fail_open=True) as service:
+        session = service.create_session(limit=100)
+        body = {"type": "threads.list", "params": {}}
+        async with _admit_client(service, session["client_secret"]) as client:
+            assert (await client.post("/chatkit", json=body)).status_code == 200
+            await anyio.to_thread.run_sync(private_redis.kill)
+            response = await client.post("/chatkit", json=body)
+            _assert_unavailable(response)
+            # The admission the client never got is not counted as one.
+            assert service.metric("ratekeeper_decisions_total", outcome="fail_open") == 0
+            assert service.metric("ratekeeper_decisions_total", outcome="fail_closed") == 1
+            # /ratekeeper/admit, which needs no session to serve, still fails open.
+            assert (await client.post("/ratekeeper/admit")).status_code == 200
+            assert service.metric("ratekeeper_decisions_total", outcome="fail_open") == 1
+
+
+async def test_hung_redis_opens_the_circuit_and_requests_are_answered_at_once(
+    private_redis: RedisProcess,
+) -> None:
+    """SIGSTOP: after 2 timeouts the service answers 503 without asking Redis; SIGCONT heals."""
+    assert private_redis.process is not None
+    pid = private_redis.process.pid
+    flags = ("--redis-circuit-failures", "2", "--redis-circuit-probe-interval", "0.1")
+    with ServiceProcess(private_redis.url, extra=flags) as service:
+        session = service.create_session(limit=1_000)
+        async with _admit_client(service, session["client_secret"]) as client:
+            assert (await client.post("/ratekeeper/admit")).status_code == 200
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for _ in range(2):  # each waits the 2 s socket timeout
+                    _assert_unavailable(await client.post("/ratekeeper/admit"))
+                assert service.metric("ratekeeper_backend_circuit_open") == 1
+                rejected = service.metric("ratekeeper_backend_circuit_rejected_total")
+                # Answered while Redis is still stopped: none of these reached it.
+                for _ in range(20):
+                    _assert_unavailable(await client.post("/ratekeeper/admit"))
+                after = service.metric("ratekeeper_backend_circuit_rejected_total")
+                assert after - rejected >= 20
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            with anyio.fail_after(30):  # liveness only: the probe closes the circuit
+                status = (await client.post("/ratekeeper/admit")).status_code
+                while status != 200:
+                    _assert_unavailable_status(status)
+                    await anyio.sleep(0.05)
+                    status = (await client.post("/ratekeeper/admit")).status_code
+            assert service.metric("ratekeeper_backend_circuit_open") == 0
+            assert service.metric("ratekeeper_backend_circuit_transitions_total", to="closed") == 1

@@ -149,6 +149,9 @@ def test_a_malformed_cors_origin_is_refused(origin: str) -> None:
         # Empty, it would put the default store in the working directory, wherever that is.
         ([], {"RATEKEEPER_DATA_DIR": ""}, "RATEKEEPER_DATA_DIR"),
         (["--data-dir", " "], {}, "RATEKEEPER_DATA_DIR"),
+        (["--redis-circuit-failures", "-1"], {}, "RATEKEEPER_REDIS_CIRCUIT_FAILURES"),
+        (["--redis-circuit-probe-interval", "0"], {}, "RATEKEEPER_REDIS_CIRCUIT_PROBE_S"),
+        ([], {"RATEKEEPER_REDIS_CIRCUIT_PROBE_S": "nan"}, "RATEKEEPER_REDIS_CIRCUIT_PROBE_S"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(
@@ -157,6 +160,27 @@ def test_bad_settings_are_refused_with_a_clear_message(
     """Malformed or contradictory settings raise SettingsError naming the setting."""
     with pytest.raises(SettingsError, match=message):
         parse(argv, env)
+
+
+def test_redis_circuit_settings_reach_the_backend() -> None:
+    """--redis-circuit-failures / --redis-circuit-probe-interval configure the breaker."""
+    settings = parse(
+        [
+            "--backend",
+            "redis://127.0.0.1:1/0",
+            "--redis-circuit-failures",
+            "0",
+            "--redis-circuit-probe-interval",
+            "2.5",
+        ]
+    )
+    assert (settings.redis_circuit_failures, settings.redis_circuit_probe_s) == (0, 2.5)
+    assert (ServerSettings().redis_circuit_failures, ServerSettings().redis_circuit_probe_s) == (
+        3,
+        0.5,
+    )
+    backend = backend_from_settings(settings)
+    assert repr(backend._circuit) == "Circuit(closed, failures=0, probe=2.5s)"  # type: ignore[attr-defined]
 
 
 def test_settings_built_in_python_are_checked_for_retention_too() -> None:

@@ -176,11 +176,16 @@ def test_an_injected_backend_failure_is_the_503_of_a_failing_backend(
 
 
 def test_an_injected_backend_failure_is_admitted_when_failing_open() -> None:
-    """Under ``fail_open`` the injected failure is admitted, as a real one would be."""
+    """Under ``fail_open`` the injected failure is what a real one gives: the plain admission
+    route admits, while ``/chatkit`` (which cannot serve without the session) answers 503."""
     with serve(fail_open=True) as server:
         session = server.create_session()
-        server.faults.inject("backend_unavailable", session_id=session.id)
-        assert ask(server, session.client_secret).status_code == 200
+        server.faults.inject("backend_unavailable", session_id=session.id, count=2)
+        assert ask(server, session.client_secret, "/ratekeeper/admit").status_code == 200
+        assert server.requests[-1]["injected"] == "backend_unavailable"
+        answer = ask(server, session.client_secret, "/chatkit")
+        assert answer.status_code == 503
+        assert answer.json() == backend_unavailable_verdict().error
         assert server.requests[-1]["injected"] == "backend_unavailable"
 
 
