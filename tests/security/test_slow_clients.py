@@ -28,13 +28,15 @@ _LIVENESS_S = 10.0  # the longest a test waits for the server to answer or to cl
 _PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
-def _session_head(content_length: int) -> bytes:
-    """The head of a session creation (authorized, so the service reads its body)."""
+def _session_head(content_length: int, *, expect_continue: bool = False) -> bytes:
+    """The head of a session creation (authorized, so the service reads its body); with
+    ``Expect: 100-continue``, the service says when its application starts reading."""
     return (
         b"POST /v1/chatkit/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
         b"OpenAI-Beta: chatkit_beta=v1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % content_length
+        + (b"Expect: 100-continue\r\n" if expect_continue else b"")
+        + b"Content-Length: %d\r\n\r\n" % content_length
     )
 
 
@@ -254,7 +256,9 @@ def test_new_connection_is_refused_503_when_every_connection_is_busy() -> None:
         busy = [_connect(service) for _ in range(cap)]
         try:
             for sock in busy:  # each is inside a request: the app is reading its body
-                sock.sendall(_session_head(len(_SESSION_BODY)) + b"{")
+                sock.sendall(_session_head(len(_SESSION_BODY), expect_continue=True))
+                assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+                sock.sendall(b"{")
             with _connect(service) as refused:
                 response = _read_until_closed(refused)
             assert _status(response) == 503
@@ -296,7 +300,9 @@ def test_slow_client_flood_does_not_lock_out_well_behaved_clients(slow_bodies: i
         try:
             for _ in range(slow_bodies):
                 bodies.append(_connect(service))
-                bodies[-1].sendall(_session_head(len(_SESSION_BODY)) + b"{")
+                bodies[-1].sendall(_session_head(len(_SESSION_BODY), expect_continue=True))
+                assert bodies[-1].recv(65536).startswith(b"HTTP/1.1 100 ")  # in the app
+                bodies[-1].sendall(b"{")
             for _ in range(slow_heads):
                 heads.append(_connect(service))
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -314,8 +320,8 @@ def test_slow_client_flood_does_not_lock_out_well_behaved_clients(slow_bodies: i
                 assert statuses == [200] * 10
                 # The server holds at most the cap: the SDK's connection, the stalled bodies
                 # (never displaced: they are inside a request), and the newest slow heads.
-                open_bodies = sum(not _closed_by_server(sock) for sock in bodies)
-                must_close = slow_heads - (cap - 1 - open_bodies)
+                assert not any(_closed_by_server(sock) for sock in bodies)
+                must_close = slow_heads - (cap - 1 - slow_bodies)
                 closed = _wait_until_closed(heads, must_close)
                 assert len(closed) >= must_close
                 assert set(heads[: slow_heads - cap]) <= set(closed)  # the oldest first
