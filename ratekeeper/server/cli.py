@@ -9,13 +9,15 @@ settings handed over through the environment.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -232,6 +234,7 @@ def _serve(settings: ServerSettings) -> None:
     from .app import create_app
     from .auth import announce_generated_key, new_api_key
     from .logs import uvicorn_log_config
+    from .protocol import ConnectionLimits, LimitedHTTPProtocol
 
     if not settings.api_keys:
         # Generated here, not in create_app, so that every worker shares the one key.
@@ -259,6 +262,12 @@ def _serve(settings: ServerSettings) -> None:
         # Without it uvicorn waits for in-flight requests forever: a client that never
         # finishes its body, or an endless stream, would hold the shutdown.
         "timeout_graceful_shutdown": settings.drain_timeout_s,
+        # The limits on slow and oversized clients (docs/server.md). A partial of a module-level
+        # class: uvicorn pickles it into each worker; it builds the protocol like a class.
+        "http": cast(
+            "type[asyncio.Protocol]",
+            functools.partial(LimitedHTTPProtocol, limits=ConnectionLimits.from_settings(settings)),
+        ),
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)

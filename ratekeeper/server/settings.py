@@ -445,6 +445,49 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N",
     ),
     Setting(
+        "max_header_bytes",
+        "--max-header-bytes",
+        "RATEKEEPER_MAX_HEADER_BYTES",
+        _positive_int,
+        "Longest request head (request line and header fields) accepted; longer ones get 431 "
+        "and the connection is closed.",
+        metavar="N",
+    ),
+    Setting(
+        "max_headers",
+        "--max-headers",
+        "RATEKEEPER_MAX_HEADERS",
+        _positive_int,
+        "Most header fields accepted in one request; more get 431.",
+        metavar="N",
+    ),
+    Setting(
+        "header_timeout_s",
+        "--header-timeout",
+        "RATEKEEPER_HEADER_TIMEOUT_S",
+        _seconds,
+        "Seconds a request head may take to arrive, from the connection's opening (or a later "
+        "request's first byte); then 408 and close.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "body_timeout_s",
+        "--body-timeout",
+        "RATEKEEPER_BODY_TIMEOUT_S",
+        _seconds,
+        "Seconds a request body may send nothing; then 408 and close.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "max_connections",
+        "--max-connections",
+        "RATEKEEPER_MAX_CONNECTIONS",
+        _positive_int,
+        "Open connections per worker. At the cap a new connection displaces the oldest idle one "
+        "(or one still sending its head); when all are busy it gets 503 and is closed.",
+        metavar="N",
+    ),
+    Setting(
         "max_sessions",
         "--max-sessions",
         "RATEKEEPER_MAX_SESSIONS",
@@ -540,6 +583,11 @@ class ServerSettings:
         cors_origins: origins whose pages may call the session routes from a browser
             (``()``: no cross-origin access).
         max_body_bytes: largest request body accepted.
+        max_header_bytes: longest request head (request line and headers) accepted.
+        max_headers: most header fields accepted in one request.
+        header_timeout_s: longest wait for a complete request head.
+        body_timeout_s: longest a request body may send nothing.
+        max_connections: open connections per worker process.
         max_sessions: cap on active sessions (``None``: 1,000,000 in memory, none on Redis).
         retention_s: how long ended sessions are remembered.
         log_level: uvicorn's and ratekeeper's log level.
@@ -570,6 +618,11 @@ class ServerSettings:
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
+    max_header_bytes: int = 32_768
+    max_headers: int = 100
+    header_timeout_s: float = 20.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 1000
     max_sessions: int | None = None
     retention_s: float = 3600.0
     log_level: str = "info"
