@@ -39,8 +39,9 @@ MAX_ECHO = 200
 _PLAIN = re.compile(r"[A-Za-z0-9._~\-]+")
 # The characters of a base64url token: the body of client secrets and generated API keys.
 _B64URL = r"[A-Za-z0-9_\-]"
-# A parameter's value, and a Bearer token.
-_PARAM_VALUE = r"[^&#\s\"']"
+# A parameter's value (not the mask: a redacted text must hold nothing more to hide), and a
+# Bearer token.
+_PARAM_VALUE = r"[^&#\s\"'…]"
 _HTTP_TOKEN = r"[A-Za-z0-9._~+/=\-]"  # noqa: S105 - a character class, not a password
 # Parameters whose value is a credential, whatever else is in the URL or the text.
 _PARAMS = ("token", "access_token", "api_key", "apikey", "api-key", "client_secret", "secret")
@@ -87,13 +88,13 @@ def _pattern(keys: tuple[str, ...]) -> re.Pattern[str]:
         # Every capturing group is a prefix kept before the mask; at most one takes part.
         *([f"(?:{known})"] if known else []),
         # A client secret: `ek_` (its `_` perhaps percent-encoded) and its token.
-        rf"(ek(?:_|%5[fF])){body(_B64URL)}*",
+        rf"(ek(?:_|%5[fF])){body(_B64URL)}+",
         # A generated API key's shape, at the start of a word (not the "rk-" of "work-item").
         rf"((?<![A-Za-z0-9])rk-){body(_B64URL)}+",
         # A credential-named parameter's value, in a URL or a "name=value" text.
         r"((?<![A-Za-z0-9_\-])(?:"
         + "|".join(re.escape(name) for name in _PARAMS)
-        + rf")=){body(_PARAM_VALUE)}+",
+        + rf")=(?:ek_)?+){body(_PARAM_VALUE)}+",
         # An HTTP credential: "Bearer <token>".
         rf"((?:[Bb]earer|BEARER)\s+){body(_HTTP_TOKEN)}+",
     ]
