@@ -89,10 +89,11 @@ def _pattern(keys: tuple[str, ...]) -> re.Pattern[str]:
         *([f"(?:{known})"] if known else []),
         # A client secret: `ek_` (its `_` perhaps percent-encoded) and its token.
         rf"(ek(?:_|%5[fF])){body(_B64URL)}+",
-        # A generated API key's shape, at the start of a word (not the "rk-" of "work-item").
-        rf"((?<![A-Za-z0-9])rk-){body(_B64URL)}+",
+        # A generated API key's shape, at the start of a word (not the "rk-" of "work-item";
+        # nor after a mask: what was no word's start before hiding must not become one).
+        rf"((?<![A-Za-z0-9…])rk-){body(_B64URL)}+",
         # A credential-named parameter's value, in a URL or a "name=value" text.
-        r"((?<![A-Za-z0-9_\-])(?:"
+        r"((?<![A-Za-z0-9_\-…])(?:"
         + "|".join(re.escape(name) for name in _PARAMS)
         + rf")=(?:ek_)?+){body(_PARAM_VALUE)}+",
         # An HTTP credential: "Bearer <token>".

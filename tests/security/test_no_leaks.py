@@ -61,7 +61,10 @@ class Service:
     log_format: str
     backend: str
     data_dir: Path
-    keys: tuple[str, str] = field(default_factory=lambda: (new_api_key(), _odd_key()))
+    # A generated key, an odd one, and one sent only inside a chat message (see "raising").
+    keys: tuple[str, str, str] = field(
+        default_factory=lambda: (new_api_key(), _odd_key(), _odd_key())
+    )
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -73,7 +76,8 @@ class Service:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RATEKEEPER_")}
         if self.mode == "serve":
             args = ["-m", "ratekeeper", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--api-key", self.keys[0], "--api-key", self.keys[1], "--backend", self.backend,
+                    "--api-key", self.keys[0], "--api-key", self.keys[1],
+                    "--api-key", self.keys[2], "--backend", self.backend,
                     "--data-dir", str(self.data_dir), "--log-level", self.level,
                     "--log-format", self.log_format]  # fmt: skip
         else:
@@ -247,10 +251,6 @@ def _drive(service: Service, x: str, label: str, secret: str, seen: Exchange) ->
                 headers={"Authorization": f"Bearer {x}"},
             ),
         )
-        if service.mode == "raising":
-            # The server's exception quotes the message: its traceback reaches the log.
-            body = {"type": "threads.create", "params": {"input": _user_input(f"say {x}")}}
-            seen.add(f"{label} /chatkit raising", session.post("/chatkit", json=body))
     # What the HTTP parser rejects (a text/plain 400), and requests it accepts unusually.
     ascii_x = x.encode("utf-8")
     for name, request in {
@@ -375,27 +375,39 @@ def test_no_secret_or_key_in_any_answer_log_or_store(
         }
         for label, x in probes.items():
             _drive(service, x, label, secret, seen)
+        content = [new_client_secret(), service.keys[2]]
+        if mode == "raising":
+            # The server's exception quotes the user's message: its traceback reaches the log.
+            # What a user types is content, stored and shown back by design: these two are
+            # searched for in the logs only.
+            text = f"say {content[0]} and {content[1]}"
+            body = {"type": "threads.create", "params": {"input": _user_input(text)}}
+            with httpx.Client(base_url=service.url, timeout=30) as client:
+                auth = {"Authorization": f"Bearer {secret}"}
+                seen.add("raising", client.post("/chatkit", json=body, headers=auth))
+        seen.add("metrics", httpx.get(f"{service.url}/metrics"))  # no label holds one
     finally:
         service.stop()
-    searched = [secret, cancelled, unknown_secret, *service.keys, wrong_key]
+    searched = [secret, cancelled, unknown_secret, *service.keys[:2], wrong_key]
     logged = service.output()
     assert "Application startup complete." in logged["stderr"] + logged["stdout"] or level in (
         "warning",
         "error",
         "critical",
     )
-    assert not leaks(searched, {**seen.answers, **logged}), "\n".join(
-        leaks(searched, {**seen.answers, **logged})
-    )
+    found = leaks(searched, seen.answers) + leaks([*searched, *content], logged)
+    assert not found, "\n".join(found)
     # The runs reached what they were meant to: the paths were served and answered.
     assert seen.answers["secret /chatkit threads.get_by_id"].startswith("404")
     assert seen.answers["key GET /<x>"].startswith("404")
     assert seen.answers["key POST thread (405)"].startswith("405")
     assert "x-request-id: req_" in seen.answers["key request id"]
+    assert 'route="/v1/chatkit/threads/{thread_id}"' in seen.answers["metrics"]
+    assert "text/plain" in seen.answers["key raw bad request line"]
     if level == "trace":
         assert "Started scope=" in logged["stderr"] + logged["stdout"]
     if mode == "raising":
-        assert "the model refused" in logged["stderr"] + logged["stdout"]
+        assert "the model refused 'say ek_… and …'" in logged["stderr"] + logged["stdout"]
     if level in ("trace", "debug", "info") and mode != "raising":
         assert "api_key=…" in logged["stdout"] + logged["stderr"]  # the access log
     # At rest: the store's files, and every Redis key with its value.
@@ -415,6 +427,7 @@ def test_no_secret_or_key_in_any_answer_log_or_store(
             assert dump, "the Redis backend wrote nothing"
             stored.update(dump)
         assert not leaks([secret, cancelled, *service.keys], stored)
+        assert "cthr_" in "".join(stored.values())  # threads were written: the search can hit
 
 
 def test_the_leak_search_finds_what_it_searches_for() -> None:

@@ -8,7 +8,7 @@ import logging
 import urllib.parse
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ratekeeper._redact import MASK, SHAPES, Redactor
@@ -61,6 +61,7 @@ _PIECES = st.sampled_from(
 )  # fmt: skip
 
 
+@settings(max_examples=2000)
 @given(st.lists(_PIECES, max_size=12).map("".join))
 def test_a_redacted_text_holds_nothing_more_to_hide(text: str) -> None:
     """Hiding is idempotent and complete, whatever surrounds a secret or a key."""
