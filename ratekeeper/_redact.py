@@ -74,32 +74,65 @@ def _char_forms(char: str) -> str:
 
 
 def _pattern(keys: tuple[str, ...]) -> re.Pattern[str]:
-    # Longest first: a key that contains another is hidden whole.
-    known = "|".join(
+    # Every alternative starts with a plain character (no group, no lookbehind, no class), so
+    # the regex engine skips most positions with one table lookup (its "charset prefix"):
+    # about six times faster than the same pattern written with the groups first. The empty
+    # group after that first character says which shape matched (see _KINDS, _hide).
+    # Longest key first: a key that contains another is hidden whole.
+    known = [
         "".join(_char_forms(char) for char in key) for key in sorted(keys, key=len, reverse=True)
-    )
+    ]
 
     def body(chars: str) -> str:
         # Inside a shape or a value a known key is consumed whole, even its characters the
         # shape stops at (a '+' or '&' in a configured key must not end the match early).
-        return f"(?:{known}|{chars})" if known else chars
+        return "(?:" + "|".join([*known, chars]) + ")" if known else chars
 
     alternatives = [
-        # Every capturing group is a prefix kept before the mask; at most one takes part.
-        *([f"(?:{known})"] if known else []),
-        # A client secret: `ek_` (its `_` perhaps percent-encoded) and its token.
-        rf"(ek(?:_|%5[fF])){body(_B64URL)}+",
-        # A generated API key's shape, at the start of a word (not the "rk-" of "work-item";
-        # nor after a mask: what was no word's start before hiding must not become one).
-        rf"((?<![A-Za-z0-9…])rk-){body(_B64URL)}+",
-        # A credential-named parameter's value, in a URL or a "name=value" text.
-        r"((?<![A-Za-z0-9_\-…])(?:"
-        + "|".join(re.escape(name) for name in _PARAMS)
-        + rf")=(?:ek_)?+){body(_PARAM_VALUE)}+",
-        # An HTTP credential: "Bearer <token>".
-        rf"((?:[Bb]earer|BEARER)\s+){body(_HTTP_TOKEN)}+",
+        *known,
+        # 1: a client secret: `ek_` (its `_` perhaps percent-encoded) and its token.
+        rf"e()k(?:_|%5[fF]){body(_B64URL)}+",
+        # 2: a generated API key's shape, at the start of a word (not the "rk-" of
+        # "work-item"; nor after a mask: what was no word's start before hiding must not
+        # become one).
+        rf"r()(?<![A-Za-z0-9…]r)k-{body(_B64URL)}+",
+        # 3-9: a credential-named parameter's value, in a URL or a "name=value" text (a
+        # secret's prefix is kept: "client_secret=ek_…").
+        *(
+            rf"{name[0]}()(?<![A-Za-z0-9_\-…]{name[0]}){re.escape(name[1:])}="
+            rf"(?:ek_)?+{body(_PARAM_VALUE)}+"
+            for name in _PARAMS
+        ),
+        # 10, 11: an HTTP credential: "Bearer <token>".
+        rf"B()(?:earer|EARER)\s+{body(_HTTP_TOKEN)}+",
+        rf"b()earer\s+{body(_HTTP_TOKEN)}+",
     ]
     return re.compile("|".join(alternatives))
+
+
+# What each numbered group of the pattern marks: the shape whose prefix is kept.
+_KINDS = (None, "secret", "key", *("parameter",) * len(_PARAMS), "bearer", "bearer")
+_BEARER = re.compile(r"\S+\s+")
+
+
+def _hide(match: re.Match[str]) -> str:
+    """The replacement of one match: the shape's prefix (none for a known key), then the mask."""
+    kind = _KINDS[match.lastindex or 0]
+    text = match.group()
+    if kind == "secret":
+        kept = text[:5] if text[2] == "%" else text[:3]
+    elif kind == "key":
+        kept = "rk-"
+    elif kind == "parameter":
+        kept = text[: text.index("=") + 1]
+        if text.startswith("ek_", len(kept)):
+            kept += "ek_"
+    elif kind == "bearer":
+        found = _BEARER.match(text)
+        kept = found.group() if found is not None else ""
+    else:
+        kept = ""
+    return kept + MASK
 
 
 def _anchors(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -109,10 +142,6 @@ def _anchors(keys: tuple[str, ...]) -> tuple[str, ...]:
     if not all(runs):
         return ("",)
     return tuple(dict.fromkeys((*_SHAPE_ANCHORS, *runs)))
-
-
-def _keep_prefix(match: re.Match[str]) -> str:
-    return "".join(part for part in match.groups() if part) + MASK
 
 
 class Redactor:
@@ -155,7 +184,7 @@ class Redactor:
         (after a kept prefix such as ``ek_``, ``rk-``, ``token=`` or ``Bearer ``)."""
         if not self.may_hold(text):
             return text
-        return self._pattern.sub(_keep_prefix, text)
+        return self._pattern.sub(_hide, text)
 
     def echo(self, text: str, limit: int = MAX_ECHO) -> str:
         """Return ``text`` safe to echo back to a client: hidden, then cut to ``limit``."""
