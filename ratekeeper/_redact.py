@@ -19,8 +19,8 @@ It hides:
 
 Cost: a text is first tested for a dozen short substrings every match must contain (``ek_``,
 ``rk-``, ``token=``, each key's longest run of plain characters, …); ``str.__contains__`` does
-that at memory speed, and only a text that holds one is searched with the precompiled pattern,
-which costs about 0.1 µs a character. Immutable, so safe to share across threads.
+that at memory speed, and only a text that holds one is searched with the two precompiled
+patterns (the keys', the shapes'). Immutable, so safe to share across threads.
 """
 
 from __future__ import annotations
@@ -73,43 +73,40 @@ def _char_forms(char: str) -> str:
     return "(?:" + "|".join(forms) + ")"
 
 
-def _pattern(keys: tuple[str, ...]) -> re.Pattern[str]:
-    # Every alternative starts with a plain character (no group, no lookbehind, no class), so
-    # the regex engine skips most positions with one table lookup (its "charset prefix"):
-    # about six times faster than the same pattern written with the groups first. The empty
-    # group after that first character says which shape matched (see _KINDS, _hide).
-    # Longest key first: a key that contains another is hidden whole.
-    known = [
-        "".join(_char_forms(char) for char in key) for key in sorted(keys, key=len, reverse=True)
-    ]
-
-    def body(chars: str) -> str:
-        # Inside a shape or a value a known key is consumed whole, even its characters the
-        # shape stops at (a '+' or '&' in a configured key must not end the match early).
-        return "(?:" + "|".join([*known, chars]) + ")" if known else chars
-
-    alternatives = [
-        *known,
-        # 1: a client secret: `ek_` (its `_` perhaps percent-encoded) and its token.
-        rf"e()k(?:_|%5[fF]){body(_B64URL)}+",
-        # 2: a generated API key's shape, at the start of a word (not the "rk-" of
-        # "work-item"; nor after a mask: what was no word's start before hiding must not
-        # become one).
-        rf"r()(?<![A-Za-z0-9…]r)k-{body(_B64URL)}+",
-        # 3-9: a credential-named parameter's value, in a URL or a "name=value" text (a
-        # secret's prefix is kept: "client_secret=ek_…").
-        *(
-            rf"{name[0]}()(?<![A-Za-z0-9_\-…]{name[0]}){re.escape(name[1:])}="
-            rf"(?:ek_)?+{body(_PARAM_VALUE)}+"
-            for name in _PARAMS
-        ),
-        # 10, 11: an HTTP credential: "Bearer <token>".
-        rf"B()(?:earer|EARER)\s+{body(_HTTP_TOKEN)}+",
-        rf"b()earer\s+{body(_HTTP_TOKEN)}+",
-    ]
-    return re.compile("|".join(alternatives))
+def _keys_pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The configured keys, longest first (a key that contains another is hidden whole)."""
+    if not keys:
+        return None
+    forms = ("".join(_char_forms(char) for char in key) for key in sorted(keys, key=len)[::-1])
+    return re.compile("|".join(forms))
 
 
+# Every alternative starts with a plain character (no group, no lookbehind, no class), so the
+# regex engine skips most positions with one table lookup (its "charset prefix"): about six
+# times faster than the same pattern written with its groups first. The empty group after
+# that first character says which shape matched (see _KINDS, _hide).
+_SHAPES = re.compile(
+    "|".join(
+        [
+            # 1: a client secret: `ek_` (its `_` perhaps percent-encoded) and its token.
+            rf"e()k(?:_|%5[fF]){_B64URL}+",
+            # 2: a generated API key's shape, at the start of a word (not the "rk-" of
+            # "work-item"; nor after a mask: what was no word's start before hiding must not
+            # become one).
+            rf"r()(?<![A-Za-z0-9…]r)k-{_B64URL}+",
+            # 3-9: a credential-named parameter's value, in a URL or a "name=value" text (a
+            # secret's prefix is kept: "client_secret=ek_…").
+            *(
+                rf"{name[0]}()(?<![A-Za-z0-9_\-…]{name[0]}){re.escape(name[1:])}="
+                rf"(?:ek_)?+{_PARAM_VALUE}+"
+                for name in _PARAMS
+            ),
+            # 10, 11: an HTTP credential: "Bearer <token>".
+            rf"B()(?:earer|EARER)\s+{_HTTP_TOKEN}+",
+            rf"b()earer\s+{_HTTP_TOKEN}+",
+        ]
+    )
+)
 # What each numbered group of the pattern marks: the shape whose prefix is kept.
 _KINDS = (None, "secret", "key", *("parameter",) * len(_PARAMS), "bearer", "bearer")
 _BEARER = re.compile(r"\S+\s+")
@@ -155,11 +152,11 @@ class Redactor:
     the process anyway. Immutable, so safe to share across threads.
     """
 
-    __slots__ = ("_anchors", "_keys", "_pattern")
+    __slots__ = ("_anchors", "_keys", "_known")
 
     def __init__(self, keys: Iterable[str] = ()) -> None:
         self._keys = tuple(dict.fromkeys(key for key in keys if key))
-        self._pattern = _pattern(self._keys)
+        self._known = _keys_pattern(self._keys)
         self._anchors = _anchors(self._keys)
 
     @property
@@ -177,14 +174,22 @@ class Redactor:
 
     def finds(self, text: str) -> bool:
         """Return whether ``text`` holds anything this redactor hides."""
-        return self.may_hold(text) and self._pattern.search(text) is not None
+        if not self.may_hold(text):
+            return False
+        if self._known is not None and self._known.search(text) is not None:
+            return True
+        return _SHAPES.search(text) is not None
 
     def text(self, text: str) -> str:
         """Return ``text`` with every secret, key and credential replaced by :data:`MASK`
         (after a kept prefix such as ``ek_``, ``rk-``, ``token=`` or ``Bearer ``)."""
         if not self.may_hold(text):
             return text
-        return self._pattern.sub(_hide, text)
+        # Keys first: a shape must not take the start of a key and leave the rest (a value
+        # ends at a '&', which a configured key may hold).
+        if self._known is not None:
+            text = self._known.sub(MASK, text)
+        return _SHAPES.sub(_hide, text)
 
     def echo(self, text: str, limit: int = MAX_ECHO) -> str:
         """Return ``text`` safe to echo back to a client: hidden, then cut to ``limit``."""
