@@ -15,6 +15,10 @@ Every request goes through the same steps, each refusing before the next does an
 
 So a rejection always comes before a stream starts; an error inside a stream is reported as
 ChatKit's own ``error`` event. Admitted responses carry the rate-limit headers.
+
+Every error leaves through :func:`_error`, or in a stream ChatKit's ``error`` event, which hide
+client secrets (and the API keys of the service, given as ``redactor``) in what they say: a
+thread id, an attachment id or a request ``type`` a client sent is often quoted back.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .._redact import SHAPES, Redactor
 from ..clock import Clock
 from ..errors import BackendError, InvalidParameter, SessionNotFound
 from ..gate import Gate
@@ -75,6 +80,8 @@ __all__ = (
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # Room for the multipart framing around an uploaded file's bytes.
 _MULTIPART_OVERHEAD = 64 * 1024
+# The longest error message answered (after redaction): client input quoted in one is cut.
+_MAX_MESSAGE = 400
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 # An image preview is served from the service's own origin, with a type the client declared:
 # one that is no plain `image/<subtype>` (a header injection, parameters, non-ASCII) is served
@@ -108,10 +115,14 @@ def _error(
     message: str,
     code: str | None,
     *,
+    redactor: Redactor,
     type_: str = "invalid_request_error",
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
+    # Every error of the endpoint leaves here: what it quotes of a request is hidden, then cut.
+    message = redactor.echo(message, _MAX_MESSAGE)
+    param = None if param is None else redactor.echo(param)
     body = json.dumps(error_body(message, type_, code, param), separators=(",", ":"))
     # Every 401 and 503 carries its retry headers, as the gate's own refusals do.
     retry = refusal_headers(status_code)
@@ -135,6 +146,7 @@ def _unavailable(exc: BackendError, headers: Mapping[str, str] | None = None) ->
         503,
         exc.public_message,
         exc.code,
+        redactor=SHAPES,  # a fixed text
         type_="server_error",
         headers=headers,
     )
@@ -147,9 +159,10 @@ def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
         # ChatKit requests are a union tagged by `type`: drop the tag, keep the body's path.
         parts = parts[1:]
     loc = ".".join(str(part) for part in parts)
-    detail = str(first.get("msg", "invalid value"))[:200]
+    # Cut by _error, after redaction: a cut made first could leave half a secret unrecognised.
+    detail = str(first.get("msg", "invalid value"))
     if loc:
-        return f"Invalid ChatKit request: '{loc[:128]}': {detail}.", loc[:128]
+        return f"Invalid ChatKit request: '{loc}': {detail}.", loc
     return f"Invalid ChatKit request: {detail}.", None
 
 
@@ -168,6 +181,9 @@ class ChatKitEndpoint:
         public_url: the service's external base URL (e.g. ``https://chat.example.com``),
             for upload URLs behind a proxy; the request's own base URL when ``None``.
         clock: stamps new attachments; the system clock by default.
+        redactor: hides secrets in every error it answers; by default what is shaped like a
+            client secret or a credential (the service passes its own, which knows its API
+            keys too).
 
     Attributes:
         store: the ChatKit ``Store``.
@@ -188,12 +204,14 @@ class ChatKitEndpoint:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         public_url: str | None = None,
         clock: Clock | None = None,
+        redactor: Redactor = SHAPES,
     ) -> None:
         if not path.startswith("/") or path.endswith("/"):
             raise ValueError(f"path must start with '/' and not end with one, got {path!r}")
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {max_body_bytes!r}")
         self.gate = gate
+        self.redactor = redactor
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.public_url = public_url.rstrip("/") if public_url is not None else None
@@ -220,6 +238,10 @@ class ChatKitEndpoint:
             ),
         ]
 
+    def _error(self, status_code: int, message: str, code: str | None, **options: Any) -> Response:
+        """:func:`_error` with this endpoint's redactor."""
+        return _error(status_code, message, code, redactor=self.redactor, **options)
+
     # -- the protocol endpoint -------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
@@ -242,7 +264,9 @@ class ChatKitEndpoint:
             parsed = self._requests.validate_json(body)
         except ValidationError as exc:
             message, param = _validation_message(exc)
-            return _error(400, message, "invalid_chatkit_request", param=param, headers=headers)
+            return self._error(
+                400, message, "invalid_chatkit_request", param=param, headers=headers
+            )
 
         context = self._context(request, session, verdict.decision)
         try:
@@ -270,7 +294,7 @@ class ChatKitEndpoint:
         if content_type is not None:
             media_type = content_type.partition(";")[0].strip().lower()
             if media_type != "application/json" and not media_type.endswith("+json"):
-                return _error(
+                return self._error(
                     415,
                     "Unsupported content type: the ChatKit endpoint expects a JSON body with "
                     "'Content-Type: application/json'.",
@@ -288,11 +312,11 @@ class ChatKitEndpoint:
                     return self._too_large()
                 chunks.append(chunk)
         except ClientDisconnect:
-            return _error(400, "The client disconnected before sending its body.", None)
+            return self._error(400, "The client disconnected before sending its body.", None)
         return b"".join(chunks)
 
     def _too_large(self) -> Response:
-        return _error(
+        return self._error(
             413,
             f"Request body too large: at most {self.max_body_bytes} bytes are accepted.",
             "request_too_large",
@@ -339,18 +363,20 @@ class ChatKitEndpoint:
             merged = {**headers, **dict(refusal_headers(exc.status_code))}
             return Response(body, exc.status_code, merged, media_type="application/json")
         if isinstance(exc, NotFoundError):
-            return _error(404, f"{str(exc)[:200]}.", "not_found", headers=headers)
+            return self._error(404, f"{exc}.", "not_found", headers=headers)
         if isinstance(exc, ThreadNotFound | AttachmentNotFound):  # a custom server's own reads
-            return _error(404, exc.message[:200], "not_found", headers=headers)
+            return self._error(404, exc.message, "not_found", headers=headers)
         if isinstance(exc, UnstorableValue):
-            return _error(400, exc.public_message, "invalid_value", headers=headers)
+            return self._error(400, exc.public_message, "invalid_value", headers=headers)
         if isinstance(exc, InvalidParameter):
-            return _error(400, exc.message[:300], exc.code, param=exc.param, headers=headers)
+            return self._error(400, exc.message, exc.code, param=exc.param, headers=headers)
         if isinstance(exc, ValidationError):
             message, param = _validation_message(exc)
-            return _error(400, message, "invalid_chatkit_request", param=param, headers=headers)
+            return self._error(
+                400, message, "invalid_chatkit_request", param=param, headers=headers
+            )
         if isinstance(exc, NotImplementedError):
-            return _error(
+            return self._error(
                 501,
                 "This ChatKit server does not support that operation.",
                 "unsupported_operation",
@@ -361,7 +387,7 @@ class ChatKitEndpoint:
         if isinstance(exc, SessionNotFound):  # purged between admission and reserve_upload
             return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
         _logger.error("ChatKit request failed: %s", type(exc).__name__, exc_info=exc)
-        return _error(
+        return self._error(
             500,
             "The ChatKit server had an error while processing your request.",
             None,
@@ -376,7 +402,8 @@ class ChatKitEndpoint:
                 yield chunk
         except Exception as exc:  # the client must hear of it, in-stream
             if isinstance(exc, ChatKitLimitError | NotFoundError):
-                event = ErrorEvent(code="custom", message=str(exc)[:300], allow_retry=False)
+                message = self.redactor.echo(str(exc), _MAX_MESSAGE)
+                event = ErrorEvent(code="custom", message=message, allow_retry=False)
             elif isinstance(exc, UnstorableValue):
                 event = ErrorEvent(code="custom", message=exc.public_message, allow_retry=False)
             elif isinstance(exc, BackendError):  # the store or backend went away mid-stream
@@ -404,7 +431,7 @@ class ChatKitEndpoint:
         except BackendError as exc:
             return _unavailable(exc)
         if pending is None or pending.session_id is None or pending.declared_bytes is None:
-            return _error(
+            return self._error(
                 404,
                 "No upload is pending for this attachment, or its upload URL is not valid.",
                 "upload_not_found",
@@ -419,9 +446,9 @@ class ChatKitEndpoint:
             return _ended_session_error(session.status.value)
         declared = request.headers.get("content-length")
         if declared is None or not declared.isdigit():
-            return _error(411, "Uploads need a Content-Length header.", "length_required")
+            return self._error(411, "Uploads need a Content-Length header.", "length_required")
         if int(declared) > pending.declared_bytes + _MULTIPART_OVERHEAD:
-            return _error(
+            return self._error(
                 413,
                 f"The upload is larger than the {pending.declared_bytes} bytes declared when "
                 "the attachment was created.",
@@ -433,7 +460,7 @@ class ChatKitEndpoint:
             async with request.form(max_files=1, max_fields=16) as form:
                 upload = form.get("file")
                 if not isinstance(upload, UploadFile):
-                    return _error(
+                    return self._error(
                         400,
                         "Send the file as multipart/form-data in a field named 'file'.",
                         "missing_required_parameter",
@@ -441,11 +468,11 @@ class ChatKitEndpoint:
                     )
                 attachment = await self.attachments.accept(pending, _file_chunks(upload))
         except (MultiPartException, ClientDisconnect) as exc:
-            return _error(400, f"Malformed upload: {str(exc)[:200]}", "invalid_upload")
+            return self._error(400, f"Malformed upload: {exc}", "invalid_upload")
         except HTTPException as exc:  # Starlette re-raises a MultiPartException as this
-            return _error(400, f"Malformed upload: {str(exc.detail)[:200]}", "invalid_upload")
+            return self._error(400, f"Malformed upload: {exc.detail}", "invalid_upload")
         except UploadRefused as exc:
-            return _error(exc.status_code, exc.message, exc.code)
+            return self._error(exc.status_code, exc.message, exc.code)
         except BackendError as exc:
             return _unavailable(exc)
         body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
@@ -454,7 +481,7 @@ class ChatKitEndpoint:
     async def preview(self, request: Request) -> Response:
         """Serve an uploaded image's bytes to the holder of its preview URL."""
         attachment_id = request.path_params["attachment_id"]
-        gone = _error(404, "No image preview at this URL.", "not_found")
+        gone = self._error(404, "No image preview at this URL.", "not_found")
         try:
             stored = await self.attachments.preview(
                 attachment_id, request.query_params.get("token", "")

@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._redact import Redactor
 from ..backend import Backend, MemoryBackend
 from ..clock import Clock, SystemClock
 from ..engine import Engine
@@ -47,6 +48,7 @@ from .auth import ApiKeys, announce_generated_key, new_api_key
 from .context import ServiceContext
 from .cors import with_cors
 from .http_metrics import HttpMetrics, HttpMetricsMiddleware, register_process_metrics
+from .logs import install_redaction
 from .metrics_listener import MetricsListener
 from .middleware import RequestIdMiddleware
 from .responses import exception_handlers
@@ -231,7 +233,7 @@ def create_app(
     owned_store: ConversationStore | None = None
     if store is None:
         store = owned_store = store_from_settings(settings, clock)
-    context = ServiceContext(settings, gate, store, api_keys)
+    context = ServiceContext(settings, gate, store, api_keys, Redactor(keys))
     openapi = openapi_document()
     # On the gate's registry, so the one /metrics shows the gate's and the service's metrics.
     http_metrics = HttpMetrics(gate.registry)
@@ -250,6 +252,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # On the handlers as they are now, however the app is served (a plain `uvicorn
+        # --factory` configures none of ratekeeper's filters).
+        stop_redacting = install_redaction(context.redactor)
         try:
             await context.store.open()
             async with context.gate, anyio.create_task_group() as tasks:
@@ -265,8 +270,11 @@ def create_app(
                 if owned_store is not None:
                     await owned_store.aclose()
             finally:
-                if owned is not None:
-                    await owned.aclose()
+                try:
+                    if owned is not None:
+                        await owned.aclose()
+                finally:
+                    stop_redacting()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -350,6 +358,7 @@ def _chatkit_protocol_routes(
             server_factory,
             clock=clock,
             public_url=context.settings.public_url,
+            redactor=context.redactor,
         )
     )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from .._redact import SHAPES, Redactor
 from ..gate import Gate
 from ..store import ConversationStore
 from .auth import ApiKeys, check_beta
@@ -23,6 +24,8 @@ class ServiceContext:
         gate: creates, reads and cancels sessions and admits session requests.
         store: the conversation store behind ``/v1/chatkit/threads`` and ``/chatkit``.
         api_keys: the keys accepted on the REST surface.
+        redactor: hides client secrets and these keys in every error body, log record and
+            echoed request id (:mod:`ratekeeper._redact`).
 
     Immutable; its parts document their own thread-safety.
     """
@@ -31,6 +34,7 @@ class ServiceContext:
     gate: Gate
     store: ConversationStore
     api_keys: ApiKeys
+    redactor: Redactor = field(default=SHAPES)
 
     @staticmethod
     def of(request: Request) -> ServiceContext:

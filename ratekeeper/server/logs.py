@@ -1,8 +1,10 @@
 """Logging for ``ratekeeper serve``: uvicorn's configuration plus a filter that hides secrets.
 
-Paths are logged by uvicorn's access log; a client that puts a client secret in a URL by
-mistake must not get it written to disk, nor may the ``token=`` that authorizes an attachment's
-upload or preview URL, so every access-log record is redacted.
+Paths are logged by uvicorn's access log (and whole ASGI scopes at ``--log-level trace``); a
+client that puts a client secret or an API key in a URL by mistake must not get it written to
+disk, nor may the ``token=`` that authorizes an attachment's upload or preview URL, so every
+record is redacted (:class:`RedactSecrets`), on every handler (:func:`install_redaction`, run by
+the app's lifespan however it is served).
 
 Every record logged while a request is served carries that request's ``x-request-id``
 (:class:`RequestContext`), so the id a 500 tells the caller to quote is in the error's log line.
@@ -15,45 +17,137 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from .._redact import SHAPES, Redactor
 from .middleware import current_request
-from .responses import hide_secrets
 from .settings import LOG_FORMATS
 
-__all__ = ("JsonFormatter", "RedactSecrets", "RequestContext", "uvicorn_log_config")
+__all__ = (
+    "JsonFormatter",
+    "RedactSecrets",
+    "RequestContext",
+    "install_redaction",
+    "uvicorn_log_config",
+)
 
 _ACCESS_LOGGER = "uvicorn.access"
 
 
 class RedactSecrets(logging.Filter):
-    """Replace secret-like tokens (``ek_…``) and URLs' ``token=`` values in a record's
-    message, string arguments, and the text of its traceback (an exception's message may
-    quote a secret).
+    """Hide client secrets, API keys and credentials (:class:`~ratekeeper._redact.Redactor`)
+    in a record: its message, its arguments whatever their types (uvicorn's trace lines pass
+    ASGI scopes: dicts holding ``bytes``), and the text of its traceback and stack.
 
-    Stateless, so safe to share across threads.
+    The record's text is formatted once and tested; most records hold nothing, and the cost
+    is then that formatting and one fast substring test. When something is to hide, the
+    message and its string arguments are redacted one by one, so a record keeps its shape
+    (uvicorn's access formatter unpacks the five arguments of an access line); if its text
+    still holds something (other argument types, a secret split between the message and an
+    argument), the record's message becomes its redacted text, without arguments.
+
+    Args:
+        redactor: what to hide; shapes only (no key) by default. A running app adds its keys
+            with :func:`install_redaction`.
+
+    Safe to share across threads (the redactor is swapped whole, never changed in place).
     """
+
+    def __init__(self, redactor: Redactor = SHAPES) -> None:
+        super().__init__()
+        self._base = redactor
+        self._added: list[Redactor] = []
+        self.redactor = redactor
+
+    def add(self, redactor: Redactor) -> None:
+        """Hide ``redactor``'s keys too (until :meth:`discard`)."""
+        self._added.append(redactor)
+        self._combine()
+
+    def discard(self, redactor: Redactor) -> None:
+        """Stop hiding the keys :meth:`add` was given with ``redactor``."""
+        if redactor in self._added:
+            self._added.remove(redactor)
+            self._combine()
+
+    def _combine(self) -> None:
+        keys = [key for redactor in self._added for key in redactor.keys]
+        self.redactor = self._base.with_keys(keys) if keys else self._base
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact ``record`` in place; never drops it."""
-        if isinstance(record.msg, str):
-            record.msg = hide_secrets(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                hide_secrets(arg) if isinstance(arg, str) else arg for arg in record.args
-            )
+        redactor = self.redactor
+        try:
+            message = record.getMessage()
+        except Exception:  # the formatter would report it, arguments and all
+            message = f"{record.msg!s} (unformattable arguments: {record.args!r})"
+            record.msg, record.args = message, ()
+        if redactor.may_hold(message):
+            _redact_message(record, message, redactor)
         if record.exc_info and not record.exc_text:
             # Formatters reuse a cached exc_text rather than formatting exc_info again.
             record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = hide_secrets(record.exc_text)
+            record.exc_text = redactor.text(record.exc_text)
         if record.stack_info:
-            record.stack_info = hide_secrets(record.stack_info)
+            record.stack_info = redactor.text(record.stack_info)
         return True
 
 
+def _redact_message(record: logging.LogRecord, message: str, redactor: Redactor) -> None:
+    msg, args = record.msg, record.args
+    if type(msg) is str and type(args) is tuple and all(type(a) in _SAFE_TYPES for a in args):
+        record.msg = redactor.text(msg)
+        record.args = tuple(redactor.text(a) if type(a) is str else a for a in args)
+        if not redactor.finds(record.getMessage()):
+            return
+    record.msg, record.args = redactor.text(message), ()
+
+
 _TRACEBACKS = logging.Formatter()
+# Arguments that cannot hold a secret unless they are strings.
+_SAFE_TYPES = (str, int, float, bool, type(None))
+
+
+def install_redaction(redactor: Redactor) -> Callable[[], None]:
+    """Make every logging handler of the process hide what ``redactor`` hides; return the
+    function that stops hiding its keys.
+
+    Every handler attached when it is called (the root's, every named logger's, such as
+    uvicorn's, and Python's last-resort handler) gets a :class:`RedactSecrets` filter, first
+    in its list, unless it has one; that filter learns ``redactor``'s keys. The service's
+    lifespan calls it, so the redaction holds however the app is served (``ratekeeper
+    serve``, plain ``uvicorn --factory``, another ASGI server); handlers added later need
+    their own :class:`RedactSecrets`. Undoing forgets the keys but leaves the filters (hiding
+    the shapes of secrets is never wrong).
+    """
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+    handlers = {id(h): h for logger in loggers for h in logger.handlers}
+    if logging.lastResort is not None:
+        handlers[id(logging.lastResort)] = logging.lastResort
+    filters: list[RedactSecrets] = []
+    for handler in handlers.values():
+        found = [f for f in handler.filters if isinstance(f, RedactSecrets)]
+        if found:
+            filters.append(found[0])
+        else:
+            filters.append(RedactSecrets())
+            handler.filters.insert(0, filters[-1])
+    for redact in filters:
+        redact.add(redactor)
+
+    def undo() -> None:
+        for redact in filters:
+            redact.discard(redactor)
+
+    return undo
 
 
 class RequestContext(logging.Filter):

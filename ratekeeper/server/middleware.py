@@ -7,11 +7,11 @@ import re
 import time
 import uuid
 from contextvars import ContextVar
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .responses import REQUEST_ID_KEY
+from .._redact import SHAPES
+from .responses import REQUEST_ID_KEY, redactor_of
 
 __all__ = ("RequestIdMiddleware", "RequestLog", "current_request")
 
@@ -19,7 +19,6 @@ __all__ = ("RequestIdMiddleware", "RequestLog", "current_request")
 # puts its client secret (``ek_…``) or API key (``rk-…``, or any configured key) in the header
 # by mistake must not get it written to every log line of the request.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SECRET_PREFIXES = ("ek_", "rk-")
 
 
 class RequestLog:
@@ -43,12 +42,11 @@ current_request: ContextVar[RequestLog | None] = ContextVar(
 
 
 def _acceptable(candidate: str, scope: Scope) -> bool:
-    if not _WELL_FORMED.fullmatch(candidate) or candidate.lower().startswith(_SECRET_PREFIXES):
+    if not _WELL_FORMED.fullmatch(candidate):
         return False
-    app: Any = scope.get("app")
-    context = getattr(getattr(app, "state", None), "ratekeeper", None)
-    api_keys = getattr(context, "api_keys", None)
-    return api_keys is None or not api_keys.matches(candidate)
+    # The redaction's own rule (lower-cased too: an "EK_…" is refused like an "ek_…").
+    redactor = redactor_of(scope.get("app"))
+    return not (redactor.finds(candidate) or SHAPES.finds(candidate.lower()))
 
 
 def _request_id_for(scope: Scope) -> str:

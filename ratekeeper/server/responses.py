@@ -3,12 +3,16 @@
 Route handlers raise; the handlers registered here turn each exception into the status and the
 ``{"error": {"message", "type", "param", "code"}}`` body OpenAI would send. The body itself is
 built by :func:`ratekeeper.ratelimit_headers.error_body`, the one home of that shape.
+
+Every error leaves through :func:`error_response`, which hides client secrets and the service's
+API keys (:func:`redactor_of` the app) in the message and the param, whatever raised it: a
+message that quotes a client's input (a path, a thread id, a field name) needs no care of its
+own.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .._redact import SHAPES, Redactor
 from ..errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
 from ..ratelimit_headers import error_body, refusal_headers
 from ..store import ThreadNotFound, UnstorableValue
@@ -27,33 +32,35 @@ __all__ = (
     "exception_handlers",
     "hide_secrets",
     "redact",
+    "redactor_of",
 )
 
 #: Where :class:`~ratekeeper.server.middleware.RequestIdMiddleware` puts the id in the scope.
 REQUEST_ID_KEY = "ratekeeper.request_id"
 
 _logger = logging.getLogger("ratekeeper.server")
-# Anything that looks like a client secret, and the longest text ever echoed back.
-_SECRET_LIKE = re.compile(r"ek_[A-Za-z0-9_\-]*")
-# The `token` of a URL's query: what authorizes a ChatKit attachment's upload and preview URLs.
-_URL_TOKEN = re.compile(r"([?&]token=)[^&#\s\"']+")
-_MAX_ECHO = 200
+
+
+def redactor_of(app: Any) -> Redactor:
+    """Return the redactor of the service ``app`` is: the one rule for what may be echoed or
+    logged, with the service's API keys (shapes only, for any other app).
+
+    Error handlers and the request-id middleware reach it through the scope's ``app``.
+    """
+    context = getattr(getattr(app, "state", None), "ratekeeper", None)
+    redactor = getattr(context, "redactor", None)
+    return redactor if isinstance(redactor, Redactor) else SHAPES
 
 
 def hide_secrets(text: str) -> str:
-    """Return ``text`` with every secret-like token (``ek_…``) replaced by ``ek_…``, and every
-    URL's ``token=`` value (an attachment's upload or preview URL) by ``…``."""
-    if "ek_" in text:
-        text = _SECRET_LIKE.sub("ek_…", text)
-    if "token=" in text:
-        text = _URL_TOKEN.sub(r"\1…", text)
-    return text
+    """Return ``text`` with what is shaped like a secret or a credential hidden (no key
+    known: prefer :func:`redactor_of` the app)."""
+    return SHAPES.text(text)
 
 
 def redact(text: str) -> str:
-    """Return ``text`` safe to echo: secret-like tokens replaced, length capped."""
-    text = hide_secrets(text)
-    return text if len(text) <= _MAX_ECHO else text[: _MAX_ECHO - 1] + "…"
+    """Return ``text`` safe to echo: shaped like secrets hidden, length capped."""
+    return SHAPES.echo(text)
 
 
 class ApiError(Exception):
@@ -95,12 +102,16 @@ def error_response(
     code: str | None = None,
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
+    redactor: Redactor = SHAPES,
 ) -> JSONResponse:
-    """Return an OpenAI-shaped error response.
+    """Return an OpenAI-shaped error response, with ``redactor`` applied to its message and
+    param (shapes of secrets only by default: the handlers here pass the app's).
 
     A 401 gets ``x-should-retry: false`` and a 503 ``retry-after`` and ``retry-after-ms``
     (:func:`~ratekeeper.ratelimit_headers.refusal_headers`), unless ``headers`` set them.
     """
+    message = redactor.text(message)
+    param = None if param is None else redactor.echo(param)
     retry = refusal_headers(status_code)
     if retry:
         headers = {**dict(retry), **(headers or {})}
@@ -109,9 +120,20 @@ def error_response(
     )
 
 
+def _answer(request: Request, status_code: int, message: str, **options: Any) -> JSONResponse:
+    """:func:`error_response` with the redactor of the app serving ``request``."""
+    return error_response(status_code, message, redactor=redactor_of(request.app), **options)
+
+
+def _echo(request: Request, text: str) -> str:
+    """Client input quoted in a message: hidden, then cut short."""
+    return redactor_of(request.app).echo(text)
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(
+    return _answer(
+        request,
         exc.status_code,
         exc.message,
         type=exc.type,
@@ -124,18 +146,17 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _invalid_parameter(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidParameter)
     # The param can be a name the client made up (an unknown field): it may hold a secret too.
-    param = None if exc.param is None else redact(exc.param)
-    return error_response(400, redact(exc.message), code=exc.code, param=param)
+    return _answer(request, 400, _echo(request, exc.message), code=exc.code, param=exc.param)
 
 
 async def _session_not_found(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SessionNotFound)
-    return error_response(404, redact(str(exc)))
+    return _answer(request, 404, _echo(request, str(exc)))
 
 
 async def _thread_not_found(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ThreadNotFound)
-    return error_response(404, redact(exc.message))
+    return _answer(request, 404, _echo(request, exc.message))
 
 
 async def _backend_error(request: Request, exc: Exception) -> Response:
@@ -143,16 +164,17 @@ async def _backend_error(request: Request, exc: Exception) -> Response:
     # is logged by its type only, never answered.
     assert isinstance(exc, BackendError)
     _logger.warning("ratekeeper: %s: %s", exc.code, type(exc.__cause__).__name__)
-    return error_response(503, exc.public_message, type="server_error", code=exc.code)
+    return _answer(request, 503, exc.public_message, type="server_error", code=exc.code)
 
 
 async def _unstorable_value(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UnstorableValue)
-    return error_response(400, exc.public_message, code="invalid_value")
+    return _answer(request, 400, exc.public_message, code="invalid_value")
 
 
 async def _capacity_exceeded(request: Request, exc: Exception) -> Response:
-    return error_response(
+    return _answer(
+        request,
         503,
         "The service holds as many active sessions as it is configured for. Cancel sessions "
         "or raise RATEKEEPER_MAX_SESSIONS.",
@@ -163,25 +185,27 @@ async def _capacity_exceeded(request: Request, exc: Exception) -> Response:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    where = redact(f"{request.method} {request.url.path}")
+    where = _echo(request, f"{request.method} {request.url.path}")
     if exc.status_code == 404:
-        return error_response(404, f"Invalid URL ({where}).", code="unknown_url")
+        return _answer(request, 404, f"Invalid URL ({where}).", code="unknown_url")
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
-        return error_response(
+        return _answer(
+            request,
             405,
             f"Method not allowed ({where}). Allowed: {allow}.",
             code="method_not_allowed",
             headers=exc.headers,
         )
-    return error_response(exc.status_code, redact(str(exc.detail)), headers=exc.headers)
+    return _answer(request, exc.status_code, _echo(request, str(exc.detail)), headers=exc.headers)
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     # Runs outside the request-id middleware, so the id is added here from the scope.
     request_id = request.scope.get(REQUEST_ID_KEY)
     headers = {"x-request-id": request_id} if isinstance(request_id, str) else None
-    return error_response(
+    return _answer(
+        request,
         500,
         "The server had an error while processing your request. Sorry about that! Quote the "
         "x-request-id header when reporting it.",
