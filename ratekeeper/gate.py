@@ -12,6 +12,8 @@ import functools
 import inspect
 import logging
 import math
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -20,10 +22,10 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from .backend import Backend, MemoryBackend
-from .engine import Engine, EngineStatistics, Expired
+from .engine import Engine, EngineStatistics, Expired, Flipped
 from .errors import (
     BackendError,
     GateRejection,
@@ -523,6 +525,10 @@ class Gate:
 
     async def _sweep_due(self) -> int:
         """Sweep every due session in batches; return how many flipped, -1 on failure."""
+        backend = self.backend
+        # The engine's own sweep, unless a subclass changed what sweeping means.
+        if isinstance(backend, MemoryBackend) and type(backend).sweep is MemoryBackend.sweep:
+            return await self._sweep_engine(backend.engine)
         total = 0
         batch = self.sweep_batch
         while True:
@@ -543,13 +549,57 @@ class Gate:
             if len(flipped) < batch:
                 return total
 
+    async def _sweep_engine(self, engine: Engine) -> int:
+        """:meth:`_sweep_due` for an in-process engine: flip first, tell the callbacks after.
+
+        Flipping a session in memory costs a fraction of building its
+        :class:`~ratekeeper.engine.Expired` and running callbacks on it, so the sweeper flips
+        every due session first (a batch per step, yielding between steps) and only then runs
+        the callbacks, a batch per step, looking for newly due sessions before each. Sessions
+        falling due together (a whole second's, since ``expires_at`` is a whole second) are
+        therefore all flipped, and counted in the metrics, within a few ms of their deadline
+        however slow the callbacks are; ``lag_s`` is the time to the flip. The values are
+        built only when there are callbacks; the metrics count a batch when its callbacks
+        run (so they never count a session a callback has not yet been told of), or at the
+        flip when there are none.
+        """
+        total = 0
+        batch = self.sweep_batch
+        pending: deque[Flipped] = deque()
+        while True:
+            flipped = engine.flip_due(batch)
+            count = len(flipped)
+            if count:
+                total += count
+                if self._callbacks:
+                    pending.append(flipped)
+                else:
+                    self._observe_flipped(flipped)
+            # Between steps (and after the last) let every other task run.
+            await checkpoint()
+            if count < batch:
+                if not pending:
+                    return total
+                flipped = pending.popleft()
+                self._observe_flipped(flipped)
+                await self._run_callbacks(flipped.expired())
+                await checkpoint()
+
+    def _observe_flipped(self, flipped: Flipped) -> None:
+        metrics = self.metrics
+        count = len(flipped)
+        metrics.sessions_expired.inc(count)
+        metrics.sweep_batch_size.observe(count)
+        _observe_many(metrics.expiry_lag, flipped.lags())
+        if _logger.isEnabledFor(logging.DEBUG):
+            for session_id, user in flipped.ids():
+                _logger.debug("ratekeeper: session %s expired for user %s", session_id, user)
+
     def _observe(self, flipped: list[Expired]) -> None:
         metrics = self.metrics
         metrics.sessions_expired.inc(len(flipped))
         metrics.sweep_batch_size.observe(len(flipped))
-        observe = metrics.expiry_lag.observe
-        for item in flipped:
-            observe(item.lag_s if item.lag_s > 0.0 else 0.0)
+        _observe_many(metrics.expiry_lag, [item.lag_s for item in flipped])
         if _logger.isEnabledFor(logging.DEBUG):
             for item in flipped:
                 _logger.debug(
@@ -638,6 +688,38 @@ class Gate:
     def __repr__(self) -> str:
         mode = "open" if self.fail_open else "closed"
         return f"Gate({self.backend!r}, fail_{mode}, sweeping={self._sweeping})"
+
+
+def _observe_many(histogram: Histogram, values: list[float]) -> None:
+    """Observe every value in ``values`` (clamped at 0), as ``observe`` would one at a time.
+
+    A sweep flips sessions that fell due together, so their lags nearly always fall in one
+    bucket: then that bucket's count goes up by their number and the sum by their total, in
+    one step, instead of one locked ``observe`` each (1.3 us apiece: 30 ms for a clump of
+    25,000). The histogram ends up exactly as after observing each value. This reaches into
+    prometheus-client's ``Histogram`` (``_upper_bounds``, ``_buckets``, ``_sum``, stable
+    since 0.4); if they are missing it observes each value instead.
+    """
+    if not values:
+        return
+    low = min(values)
+    high = max(values)
+    low = low if low > 0.0 else 0.0
+    high = high if high > 0.0 else 0.0
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # pragma: no cover - other versions
+        for value in values:
+            histogram.observe(value if value > 0.0 else 0.0)
+        return
+    first = bisect_left(bounds, low)  # the bucket of the smallest: first bound >= it
+    if first != bisect_left(bounds, high):
+        for value in values:
+            histogram.observe(value if value > 0.0 else 0.0)
+        return
+    buckets[first].inc(len(values))
+    total.inc(sum(value for value in values if value > 0.0))
 
 
 def _secret_extractor(
