@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from heapq import heappop, heappush, heapreplace
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from ._params import DEFAULT_FILE_UPLOAD, DEFAULT_HISTORY, validate_limits
@@ -215,8 +216,11 @@ class _Bucket:
             self.due_at = min(deadlines)
             self.last_at = max(deadlines)
 
-    def take(self, now: float, limit: int, out: list[_Record]) -> None:
-        """Flip up to ``limit`` of its sessions due at ``now`` to expired, appending them."""
+    def take(self, now: float, limit: int, out: list[_Record]) -> tuple[float, float]:
+        """Flip up to ``limit`` of its sessions due at ``now`` to expired, appending them.
+
+        Returns bounds (earliest, latest) of the deadlines of the sessions it took.
+        """
         if self.last_at > now:
             # Some are not due yet (clock-reading jitter or a wall step): look at each.
             self.refresh()
@@ -226,7 +230,9 @@ class _Bucket:
                 record.times = None
             out.extend(due)
             self.refresh()
-            return
+            deadlines = [r.deadline for r in due] or [now]
+            return min(deadlines), max(deadlines)
+        bounds = (self.due_at, self.last_at)
         records = self.records
         start = len(out)
         head = self.head
@@ -241,6 +247,7 @@ class _Bucket:
                     out.append(record)
         self.head = head
         self.live -= len(out) - start
+        return bounds
 
 
 class Flipped:
@@ -256,14 +263,25 @@ class Flipped:
     Not thread-safe, like the engine that made it.
     """
 
-    __slots__ = ("_records", "now")
+    __slots__ = ("_first", "_last", "_records", "now")
 
-    def __init__(self, records: list[_Record], now: float) -> None:
+    def __init__(self, records: list[_Record], now: float, first: float, last: float) -> None:
         self._records = records
         self.now = now
+        self._first = first
+        self._last = last
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def lag_bounds(self) -> tuple[float, float]:
+        """Return bounds (smallest, largest) of the lags, without looking at each session."""
+        return self.now - self._last, self.now - self._first
+
+    def lag_sum(self) -> float:
+        """Return the sum of the lags."""
+        deadlines: float = sum(map(_deadline_of, self._records))
+        return len(self._records) * self.now - deadlines
 
     def lags(self) -> list[float]:
         """Return each session's lag: seconds from its deadline to the flip (never negative)."""
@@ -284,6 +302,7 @@ class Flipped:
 
 
 _NOTHING_FLIPPED: list[_Record] = []
+_deadline_of = attrgetter("deadline")
 # A bucket's heap entry is re-pushed only when a new session's deadline comes this much before
 # it. Deadlines of one second's sessions drift apart with the wall clock's slew (NTP: up to
 # 0.5 ms a second); re-pushing on every new minimum would leave a stale heap entry per session.
@@ -497,7 +516,7 @@ class Engine:
         """
         now = self.clock.monotonic()
         self._purge(now)
-        return Flipped(self._flip_due(now, max_items), now)
+        return self._flip_due(now, max_items)
 
     def next_deadline(self) -> float | None:
         """Return the monotonic time at which :meth:`sweep` next has work, or ``None``."""
@@ -550,15 +569,18 @@ class Engine:
             return bucket
         return None
 
-    def _flip_due(self, now: float, max_items: int | None) -> list[_Record]:
+    def _flip_due(self, now: float, max_items: int | None) -> Flipped:
         limit = len(self._by_id) if max_items is None else max_items
         flipped: list[_Record] = []
         heap = self._heap
+        first = last = now
         while len(flipped) < limit:
             bucket = self._first_bucket()
             if bucket is None or bucket.due_at > now:
                 break
-            bucket.take(now, limit - len(flipped), flipped)
+            low, high = bucket.take(now, limit - len(flipped), flipped)
+            first = min(first, low)
+            last = high if last == now else max(last, high)
             if bucket.live == 0:
                 del self._buckets[bucket.expires_at]
                 heappop(heap)
@@ -569,13 +591,13 @@ class Engine:
             else:
                 break  # max_items reached; the rest of it is due at the next sweep
         if not flipped:
-            return _NOTHING_FLIPPED
+            return Flipped(_NOTHING_FLIPPED, now, now, now)
         due = len(flipped)
         self._active -= due
         self._retired.extend(flipped)
         self._purge_at.extend(repeat(now + self.retention_s, due))
         self._bound_retired()
-        return flipped
+        return Flipped(flipped, now, first, last)
 
     def _unindex(self, record: _Record) -> None:
         """Take an active session off the expiry index (it stays in its bucket, skipped)."""

@@ -590,7 +590,11 @@ class Gate:
         count = len(flipped)
         metrics.sessions_expired.inc(count)
         metrics.sweep_batch_size.observe(count)
-        _observe_many(metrics.expiry_lag, flipped.lags())
+        low, high = flipped.lag_bounds()
+        if low < 0.0 or not _observe_together(
+            metrics.expiry_lag, count, low, high, flipped.lag_sum()
+        ):
+            _observe_many(metrics.expiry_lag, flipped.lags())
         if _logger.isEnabledFor(logging.DEBUG):
             for session_id, user in flipped.ids():
                 _logger.debug("ratekeeper: session %s expired for user %s", session_id, user)
@@ -691,35 +695,39 @@ class Gate:
 
 
 def _observe_many(histogram: Histogram, values: list[float]) -> None:
-    """Observe every value in ``values`` (clamped at 0), as ``observe`` would one at a time.
+    """Observe every value in ``values`` (clamped at 0), as ``observe`` would one at a time."""
+    if values and not _observe_together(
+        histogram, len(values), min(values), max(values), sum(v for v in values if v > 0.0)
+    ):
+        for value in values:
+            histogram.observe(value if value > 0.0 else 0.0)
+
+
+def _observe_together(
+    histogram: Histogram, count: int, low: float, high: float, total: float
+) -> bool:
+    """Observe ``count`` values lying in ``[low, high]`` and summing to ``total`` in one step.
 
     A sweep flips sessions that fell due together, so their lags nearly always fall in one
     bucket: then that bucket's count goes up by their number and the sum by their total, in
     one step, instead of one locked ``observe`` each (1.3 us apiece: 30 ms for a clump of
-    25,000). The histogram ends up exactly as after observing each value. This reaches into
-    prometheus-client's ``Histogram`` (``_upper_bounds``, ``_buckets``, ``_sum``, stable
-    since 0.4); if they are missing it observes each value instead.
+    25,000). The histogram ends up exactly as after observing each value. Returns ``False``,
+    having done nothing, when the values may span buckets (the caller observes each then).
+    This reaches into prometheus-client's ``Histogram`` (``_upper_bounds``, ``_buckets``,
+    ``_sum``, stable since 0.4); if they are missing it returns ``False`` too.
     """
-    if not values:
-        return
-    low = min(values)
-    high = max(values)
-    low = low if low > 0.0 else 0.0
-    high = high if high > 0.0 else 0.0
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None:  # pragma: no cover - other versions
-        for value in values:
-            histogram.observe(value if value > 0.0 else 0.0)
-        return
-    first = bisect_left(bounds, low)  # the bucket of the smallest: first bound >= it
-    if first != bisect_left(bounds, high):
-        for value in values:
-            histogram.observe(value if value > 0.0 else 0.0)
-        return
-    buckets[first].inc(len(values))
-    total.inc(sum(value for value in values if value > 0.0))
+    sum_value = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or sum_value is None:  # pragma: no cover - other versions
+        return False
+    # observe() clamps nothing, but lags below 0 are observed as 0 by the sweeper.
+    first = bisect_left(bounds, low if low > 0.0 else 0.0)  # observe's bucket: first bound >= it
+    if first != bisect_left(bounds, high if high > 0.0 else 0.0):
+        return False
+    buckets[first].inc(count)
+    sum_value.inc(total)
+    return True
 
 
 def _secret_extractor(
