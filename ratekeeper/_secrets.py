@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import os
 import secrets
 
 __all__ = ("new_client_secret", "new_id", "secret_digest", "session_id_for")
 
 _sha256 = hashlib.sha256
-_token_bytes = secrets.token_bytes
+# What secrets.token_bytes returns (it is os.urandom, the OS's CSPRNG), without its frame.
+_token_bytes = os.urandom
 _b2a_base64 = binascii.b2a_base64
 # base64 -> base64url (RFC 4648 section 5), as secrets.token_urlsafe spells it.
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

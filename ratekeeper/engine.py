@@ -37,6 +37,7 @@ _EXPIRED = SessionStatus.EXPIRED
 _CANCELLED = SessionStatus.CANCELLED
 _NO_ATTRIBUTES: Mapping[str, Any] = {}
 _BYTES_PER_MB = 1024 * 1024
+_floor = math.floor
 _new = tuple.__new__  # builds an Expired without NamedTuple's Python-level __new__
 
 
@@ -91,31 +92,20 @@ class _Record:
         "user",
     )
 
-    def __init__(
-        self,
-        sid: str,
-        user: str,
-        limit: int,
-        created_at: float,
-        expires_at: int,
-        deadline: float,
-        file_upload: FileUploadLimits,
-        history: HistoryLimits,
-        attributes: Mapping[str, Any],
-    ) -> None:
-        self.id = sid
-        self.user = user
-        self.limit = limit
-        self.status = _ACTIVE
-        # Allocated on the first admission, so idle sessions cost no window memory.
-        self.times: array[float] | None = None
-        self.head = 0
-        self.created_at = created_at
-        self.expires_at = expires_at
-        self.deadline = deadline
-        self.file_upload = file_upload
-        self.history = history
-        self.attributes = attributes
+    # No __init__: Engine.create_session, the one place records are made, sets every slot on
+    # an object.__new__ instance, a call frame cheaper (creation is measured per microsecond).
+    id: str
+    user: str
+    limit: int
+    status: SessionStatus
+    times: array[float] | None
+    head: int
+    created_at: float
+    expires_at: int
+    deadline: float
+    file_upload: FileUploadLimits
+    history: HistoryLimits
+    attributes: Mapping[str, Any]
 
 
 # A Session built by setting its slots directly: the frozen dataclass's __init__ sets each of
@@ -398,22 +388,24 @@ class Engine:
         while sid in by_id:  # pragma: no cover - 128-bit ids of 256-bit secrets do not collide
             secret = new_client_secret()
             sid = session_id_for(secret)
-        expires_at = math.floor(wall) + expires_after_s
+        expires_at = _floor(wall) + expires_after_s
         deadline = mono + (expires_at - wall)
         bucket = self._buckets.get(expires_at)
         if bucket is not None:
             expires_at = bucket.expires_at  # one int object per second, not one per session
-        record = _Record(
-            sid,
-            user,
-            max_requests_per_1_minute,
-            wall,
-            expires_at,
-            deadline,
-            file_upload,
-            history,
-            dict(attributes) if attributes else _NO_ATTRIBUTES,
-        )
+        record: _Record = _new_object(_Record)
+        record.id = sid
+        record.user = user
+        record.limit = max_requests_per_1_minute
+        record.status = _ACTIVE
+        record.times = None  # allocated on the first admission: idle sessions hold no window
+        record.head = 0
+        record.created_at = wall
+        record.expires_at = expires_at
+        record.deadline = deadline
+        record.file_upload = file_upload
+        record.history = history
+        record.attributes = dict(attributes) if attributes else _NO_ATTRIBUTES
         by_id[sid] = record
         if bucket is None:
             self._buckets[expires_at] = _Bucket(expires_at, record)
