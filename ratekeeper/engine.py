@@ -228,7 +228,12 @@ class _Bucket:
         head = self.head
         size = len(records)
         while head < size and len(out) - start < limit:
-            chunk = records[head : head + limit - (len(out) - start)]
+            end = head + limit - (len(out) - start)
+            chunk = records[head:end]
+            # Let go of them here, a batch at a time: a list holding a million records until
+            # its bucket is done would drop them all in one step, a 20-30 ms stall of
+            # reference-count updates on cold memory (benchmarks/expiry_bench.py --only stall).
+            records[head:end] = [None] * len(chunk)  # type: ignore[list-item]
             head += len(chunk)
             for record in chunk:
                 if record.status is _ACTIVE:

@@ -74,6 +74,11 @@ _REJECTIONS: Mapping[str, type[GateRejection]] = {
 # After a sweep that found nothing although a deadline was due (e.g. another process swept
 # it first), wait this long before asking again rather than spinning.
 _IDLE_RETRY_S = 0.001
+# Most sessions the sweeper flips ahead of their callbacks. Every flipped session waiting for
+# its callbacks is held in a young list the cyclic GC walks at each collection, touching the
+# session's record: a million waiting made 30 ms collections; 50,000 covers the largest
+# clump of the expiry benchmark (25,000) twice over and keeps a collection near a millisecond.
+_FLIP_AHEAD = 50_000
 
 
 def rejection_for(decision: Decision) -> GateRejection:
@@ -566,21 +571,26 @@ class Gate:
         total = 0
         batch = self.sweep_batch
         pending: deque[Flipped] = deque()
+        waiting = 0  # sessions flipped whose callbacks have not run yet
         while True:
-            flipped = engine.flip_due(batch)
-            count = len(flipped)
-            if count:
-                total += count
-                if self._callbacks:
-                    pending.append(flipped)
-                else:
-                    self._observe_flipped(flipped)
-            # Between steps (and after the last) let every other task run.
-            await checkpoint()
+            count = 0
+            if waiting < _FLIP_AHEAD:
+                flipped = engine.flip_due(batch)
+                count = len(flipped)
+                if count:
+                    total += count
+                    if self._callbacks:
+                        pending.append(flipped)
+                        waiting += count
+                    else:
+                        self._observe_flipped(flipped)
+                # Between steps (and after the last) let every other task run.
+                await checkpoint()
             if count < batch:
                 if not pending:
                     return total
                 flipped = pending.popleft()
+                waiting -= len(flipped)
                 self._observe_flipped(flipped)
                 await self._run_callbacks(flipped.expired())
                 await checkpoint()
