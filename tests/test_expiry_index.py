@@ -282,3 +282,15 @@ def test_the_expiry_index_against_a_model() -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+def test_a_bucket_lets_go_of_the_sessions_it_handed_out(clock: ManualClock) -> None:
+    """A swept batch is dropped from its bucket at once, not when the whole second is done."""
+    engine = Engine(clock)
+    for _ in range(7):
+        engine.create_session("u", expires_after_s=5)
+    [bucket] = engine._buckets.values()
+    clock.advance(5)
+    engine.sweep(3)
+    assert bucket.records[:3] == [None, None, None]
+    assert None not in bucket.records[3:]

@@ -114,3 +114,25 @@ def test_observing_together_refuses_values_that_span_buckets() -> None:
     assert _observe_together(histogram, 2, 0.0006, 0.0009, 0.0015)
     assert registry.get_sample_value("lag_seconds_count") == 2
     assert registry.get_sample_value("lag_seconds_bucket", {"le": "0.001"}) == 2
+
+
+async def test_the_sweeper_flips_only_so_far_ahead_of_its_callbacks(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions waiting for callbacks are bounded (the GC walks them); all still get told."""
+    monkeypatch.setattr("ratekeeper.gate._FLIP_AHEAD", 200)
+    engine = Engine(clock)
+    gate = Gate(engine, sweep_batch=100, poll_interval_s=3600)
+    seen: list[int] = []
+    gate.on_expire(lambda item: seen.append(engine.statistics().active))
+    for n in range(500):
+        await gate.create_session(f"u{n}", expires_after_s=5)
+    clock.advance(5)
+    async with gate:
+        for _ in range(10_000):
+            await anyio.lowlevel.checkpoint()
+            if len(seen) == 500:
+                break
+    assert len(seen) == 500
+    assert seen[0] == 300  # 200 flipped ahead of the first callback, not all 500
+    assert count(gate, "ratekeeper_sessions_expired_total") == 500
