@@ -13,6 +13,8 @@ from .errors import InvalidParameter
 from .types import FileUploadLimits, HistoryLimits
 
 __all__ = (
+    "DEFAULT_FILE_UPLOAD",
+    "DEFAULT_HISTORY",
     "MAX_EXPIRES_AFTER_S",
     "MAX_FILE_SIZE_MB",
     "MAX_JSON_INT",
@@ -26,6 +28,10 @@ __all__ = (
     "validate_limits",
 )
 
+#: The limits a session gets when none are given: one shared, frozen (so valid once, valid
+#: always) value each, which :func:`validate_limits` recognises without looking inside.
+DEFAULT_FILE_UPLOAD = FileUploadLimits()
+DEFAULT_HISTORY = HistoryLimits()
 MAX_EXPIRES_AFTER_S = 600
 MAX_FILE_SIZE_MB = 512
 MAX_USER_LENGTH = 512
@@ -181,6 +187,20 @@ def validate_limits(
     history: Any,
 ) -> None:
     """Check every engine-level session parameter; raise :class:`InvalidParameter` on the first."""
+    # The fast path: one expression that accepts only what the checks below accept (exact
+    # types, the same bounds), so a valid session costs a fifth of running them all; anything
+    # else, valid or not, goes through them for the precise error.
+    if (
+        type(user) is str
+        and 0 < len(user) <= MAX_USER_LENGTH
+        and type(expires_after_s) is int
+        and 1 <= expires_after_s <= MAX_EXPIRES_AFTER_S
+        and type(max_requests_per_1_minute) is int
+        and 1 <= max_requests_per_1_minute <= MAX_JSON_INT
+        and (file_upload is DEFAULT_FILE_UPLOAD or _file_upload_ok(file_upload))
+        and (history is DEFAULT_HISTORY or _history_ok(history))
+    ):
+        return
     check_str(user, "user", min_length=1, max_length=MAX_USER_LENGTH)
     check_int(expires_after_s, "expires_after.seconds", minimum=1, maximum=MAX_EXPIRES_AFTER_S)
     check_int(
@@ -222,3 +242,25 @@ def validate_limits(
             minimum=1,
             maximum=MAX_JSON_INT,
         )
+
+
+def _file_upload_ok(limits: Any) -> bool:
+    """Whether ``limits`` passes :func:`validate_limits`' checks (exact types only)."""
+    return (
+        type(limits) is FileUploadLimits
+        and type(limits.enabled) is bool
+        and type(limits.max_file_size) is int
+        and 1 <= limits.max_file_size <= MAX_FILE_SIZE_MB
+        and type(limits.max_files) is int
+        and 1 <= limits.max_files <= MAX_JSON_INT
+    )
+
+
+def _history_ok(limits: Any) -> bool:
+    """Whether ``limits`` passes :func:`validate_limits`' checks (exact types only)."""
+    recent = limits.recent_threads if type(limits) is HistoryLimits else 0
+    return (
+        type(limits) is HistoryLimits
+        and type(limits.enabled) is bool
+        and (recent is None or (type(recent) is int and 1 <= recent <= MAX_JSON_INT))
+    )

@@ -12,6 +12,8 @@ import functools
 import inspect
 import logging
 import math
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -20,10 +22,10 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from .backend import Backend, CircuitBreaking, MemoryBackend
-from .engine import Engine, EngineStatistics, Expired
+from .engine import Engine, EngineStatistics, Expired, Flipped
 from .errors import (
     BackendError,
     GateRejection,
@@ -71,6 +73,11 @@ _REJECTIONS: Mapping[str, type[GateRejection]] = {
 # After a sweep that found nothing although a deadline was due (e.g. another process swept
 # it first), wait this long before asking again rather than spinning.
 _IDLE_RETRY_S = 0.001
+# Most sessions the sweeper flips ahead of their callbacks. Every flipped session waiting for
+# its callbacks is held in a young list the cyclic GC walks at each collection, touching the
+# session's record: a million waiting made 30 ms collections; 50,000 covers the largest
+# clump of the expiry benchmark (25,000) twice over and keeps a collection near a millisecond.
+_FLIP_AHEAD = 50_000
 
 
 def rejection_for(decision: Decision) -> GateRejection:
@@ -569,6 +576,10 @@ class Gate:
 
     async def _sweep_due(self) -> int:
         """Sweep every due session in batches; return how many flipped, -1 on failure."""
+        backend = self.backend
+        # The engine's own sweep, unless a subclass changed what sweeping means.
+        if isinstance(backend, MemoryBackend) and type(backend).sweep is MemoryBackend.sweep:
+            return await self._sweep_engine(backend.engine)
         total = 0
         batch = self.sweep_batch
         while True:
@@ -589,13 +600,66 @@ class Gate:
             if len(flipped) < batch:
                 return total
 
+    async def _sweep_engine(self, engine: Engine) -> int:
+        """:meth:`_sweep_due` for an in-process engine: flip first, tell the callbacks after.
+
+        Flipping a session in memory costs a fraction of building its
+        :class:`~ratekeeper.engine.Expired` and running callbacks on it, so the sweeper flips
+        every due session first (a batch per step, yielding between steps) and only then runs
+        the callbacks, a batch per step, looking for newly due sessions before each. Sessions
+        falling due together (a whole second's, since ``expires_at`` is a whole second) are
+        therefore all flipped, and counted in the metrics, within a few ms of their deadline
+        however slow the callbacks are; ``lag_s`` is the time to the flip. The values are
+        built only when there are callbacks; the metrics count a batch when its callbacks
+        run (so they never count a session a callback has not yet been told of), or at the
+        flip when there are none.
+        """
+        total = 0
+        batch = self.sweep_batch
+        pending: deque[Flipped] = deque()
+        waiting = 0  # sessions flipped whose callbacks have not run yet
+        while True:
+            count = 0
+            if waiting < _FLIP_AHEAD:
+                flipped = engine.flip_due(batch)
+                count = len(flipped)
+                if count:
+                    total += count
+                    if self._callbacks:
+                        pending.append(flipped)
+                        waiting += count
+                    else:
+                        self._observe_flipped(flipped)
+                # Between steps (and after the last) let every other task run.
+                await checkpoint()
+            if count < batch:
+                if not pending:
+                    return total
+                flipped = pending.popleft()
+                waiting -= len(flipped)
+                self._observe_flipped(flipped)
+                await self._run_callbacks(flipped.expired())
+                await checkpoint()
+
+    def _observe_flipped(self, flipped: Flipped) -> None:
+        metrics = self.metrics
+        count = len(flipped)
+        metrics.sessions_expired.inc(count)
+        metrics.sweep_batch_size.observe(count)
+        low, high = flipped.lag_bounds()
+        if low < 0.0 or not _observe_together(
+            metrics.expiry_lag, count, low, high, flipped.lag_sum()
+        ):
+            _observe_many(metrics.expiry_lag, flipped.lags())
+        if _logger.isEnabledFor(logging.DEBUG):
+            for session_id, user in flipped.ids():
+                _logger.debug("ratekeeper: session %s expired for user %s", session_id, user)
+
     def _observe(self, flipped: list[Expired]) -> None:
         metrics = self.metrics
         metrics.sessions_expired.inc(len(flipped))
         metrics.sweep_batch_size.observe(len(flipped))
-        observe = metrics.expiry_lag.observe
-        for item in flipped:
-            observe(item.lag_s if item.lag_s > 0.0 else 0.0)
+        _observe_many(metrics.expiry_lag, [item.lag_s for item in flipped])
         if _logger.isEnabledFor(logging.DEBUG):
             for item in flipped:
                 _logger.debug(
@@ -684,6 +748,42 @@ class Gate:
     def __repr__(self) -> str:
         mode = "open" if self.fail_open else "closed"
         return f"Gate({self.backend!r}, fail_{mode}, sweeping={self._sweeping})"
+
+
+def _observe_many(histogram: Histogram, values: list[float]) -> None:
+    """Observe every value in ``values`` (clamped at 0), as ``observe`` would one at a time."""
+    if values and not _observe_together(
+        histogram, len(values), min(values), max(values), sum(v for v in values if v > 0.0)
+    ):
+        for value in values:
+            histogram.observe(value if value > 0.0 else 0.0)
+
+
+def _observe_together(
+    histogram: Histogram, count: int, low: float, high: float, total: float
+) -> bool:
+    """Observe ``count`` values lying in ``[low, high]`` and summing to ``total`` in one step.
+
+    A sweep flips sessions that fell due together, so their lags nearly always fall in one
+    bucket: then that bucket's count goes up by their number and the sum by their total, in
+    one step, instead of one locked ``observe`` each (1.3 us apiece: 30 ms for a clump of
+    25,000). The histogram ends up exactly as after observing each value. Returns ``False``,
+    having done nothing, when the values may span buckets (the caller observes each then).
+    This reaches into prometheus-client's ``Histogram`` (``_upper_bounds``, ``_buckets``,
+    ``_sum``, stable since 0.4); if they are missing it returns ``False`` too.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    sum_value = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or sum_value is None:  # pragma: no cover - other versions
+        return False
+    # observe() clamps nothing, but lags below 0 are observed as 0 by the sweeper.
+    first = bisect_left(bounds, low if low > 0.0 else 0.0)  # observe's bucket: first bound >= it
+    if first != bisect_left(bounds, high if high > 0.0 else 0.0):
+        return False
+    buckets[first].inc(count)
+    sum_value.inc(total)
+    return True
 
 
 def _secret_extractor(

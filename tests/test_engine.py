@@ -16,7 +16,7 @@ from ratekeeper import (
     SessionStatus,
     SystemClock,
 )
-from ratekeeper._secrets import secret_digest
+from ratekeeper._secrets import session_id_for
 
 
 @pytest.fixture
@@ -131,12 +131,13 @@ def test_ended_sessions_free_their_window(engine: Engine, clock: ManualClock) ->
     assert engine._by_id[b.id].times is None
 
 
-def test_only_a_digest_of_the_secret_is_kept(engine: Engine) -> None:
-    """The engine stores SHA-256 digests; the secret itself is nowhere in its state."""
+def test_only_a_hash_of_the_secret_is_kept(engine: Engine) -> None:
+    """The session id is the one hash of the secret the engine keeps; the secret is nowhere."""
     session = engine.create_session("u")
     assert session.client_secret is not None
+    assert session.id == session_id_for(session.client_secret)
+    assert list(engine._by_id) == [session.id]
     record = engine._by_id[session.id]
-    assert record.digest == secret_digest(session.client_secret)
     state = [getattr(record, name) for name in record.__slots__]
     assert session.client_secret not in state
     assert session.client_secret not in repr(engine)

@@ -19,26 +19,14 @@ them over its nodes; a session's shard is a function of its id.
 
 from __future__ import annotations
 
-import hashlib
 import re
+
+from .._secrets import session_id_for
 
 __all__ = ("SESSION_ID_PATTERN", "KeySpace", "session_id_for")
 
-_blake2b = hashlib.blake2b
 #: The shape of every session id this backend creates; anything else is unknown without I/O.
 SESSION_ID_PATTERN = re.compile(r"cksess_[0-9a-f]{32}")
-
-
-def session_id_for(client_secret: str) -> str:
-    """Return the id of the session a secret belongs to (whether or not it exists)."""
-    return (
-        "cksess_"
-        + _blake2b(
-            client_secret.encode("utf-8", "surrogatepass"),  # never raises, like secret_digest
-            digest_size=16,
-            person=b"ratekeeper.sid",
-        ).hexdigest()
-    )
 
 
 class KeySpace:
