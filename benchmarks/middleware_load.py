@@ -8,7 +8,13 @@ may saturate before the server does: the report says which one ran). Every reque
 session's ``Authorization: Bearer`` header; the session's limit is high enough that all are
 admitted, so this measures the admitted path.
 
-Run: ``.venv/bin/python benchmarks/middleware_load.py`` (``--help`` for options).
+With ``--baseline-src PATH`` (a checkout of older code), two more servers run that code
+(``PYTHONPATH=PATH``) and all four are driven in alternation, so the old and new ratios come
+from the same run; ``--in-process`` also times both apps called straight through ASGI (no
+sockets), old and new alternating in child processes.
+
+Run: ``.venv/bin/python benchmarks/middleware_load.py`` (``--help`` for options), e.g.
+``--baseline-src /work/base --in-process``.
 """
 
 from __future__ import annotations
@@ -89,14 +95,22 @@ def pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(pid, {cpu})
 
 
+def child_env(src: str | None) -> dict[str, str] | None:
+    """The environment of a child running the code at ``src`` (``None``: this checkout)."""
+    if src is None:
+        return None
+    return {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+
+
 @contextlib.contextmanager
-def server(kind: str) -> Iterator[tuple[int, str]]:
+def server(kind: str, src: str | None = None) -> Iterator[tuple[int, str]]:
     """Start one server process; yield (port, secret); stop it."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
+        env=child_env(src),
     )
     try:
         pin(proc.pid, 0)
@@ -169,36 +183,148 @@ def load(port: int, secret: str, seconds: float, connections: int) -> tuple[floa
     return asyncio.run(_py_load(port, secret, seconds, connections))
 
 
+def in_process_worker(calls: int, rounds: int) -> None:
+    """Child process: print µs per request of the bare and guarded apps, called in process."""
+    import json
+
+    async def measure() -> dict[str, list[float]]:
+        bare = build_app(False)
+        guarded = build_app(True)
+        session = await guarded.gate.create_session(
+            "bench", expires_after_s=600, max_requests_per_1_minute=10**9
+        )
+        headers = [
+            (b"host", b"127.0.0.1"),
+            (b"authorization", f"Bearer {session.client_secret}".encode()),
+        ]
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            return None
+
+        def scope() -> dict[str, Any]:
+            return {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": PATH,
+                "raw_path": PATH.encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": headers,
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 80),
+                "state": {},
+            }
+
+        samples: dict[str, list[float]] = {"bare": [], "guarded": []}
+        for _ in range(rounds + 1):  # the first round warms up
+            for kind, app in (("bare", bare), ("guarded", guarded)):
+                started = time.perf_counter()
+                for _ in range(calls):
+                    await app(scope(), receive, send)
+                samples[kind].append((time.perf_counter() - started) / calls * 1e6)
+        return {kind: values[1:] for kind, values in samples.items()}
+
+    print(json.dumps(asyncio.run(measure())))
+
+
+def in_process(contenders: dict[str, str | None], rounds: int, calls: int) -> None:
+    """Alternate the contenders' in-process timings (child processes); print a table."""
+    import json
+
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {"bare": [], "guarded": [], "added": []} for name in contenders
+    }
+    for _ in range(rounds):
+        for name, src in contenders.items():
+            out = subprocess.run(
+                [sys.executable, __file__, "--in-process-worker", "--calls", str(calls)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=child_env(src),
+            ).stdout
+            result = json.loads(out)
+            for kind in ("bare", "guarded"):
+                samples[name][kind].extend(result[kind])
+            samples[name]["added"].extend(
+                g - b for g, b in zip(result["guarded"], result["bare"], strict=True)
+            )
+    print(f"\nin process, straight through ASGI, µs per request: median (min-max) of {rounds} x 3")
+    print("| code | bare app | guarded app | added by the guard |")
+    print("|---|---:|---:|---:|")
+    for name, kinds in samples.items():
+        cells = [
+            f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})"
+            for v in (kinds["bare"], kinds["guarded"], kinds["added"])
+        ]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", choices=["bare", "guarded"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--in-process-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=5000, help="in-process calls per round")
     parser.add_argument("--seconds", type=int, default=5, help="length of one run (s)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per app")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="PATH",
+        help="also run the code at PATH (a checkout: PYTHONPATH=PATH) as the baseline",
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="also time the apps in process (no server)"
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
+    if args.in_process_worker:
+        in_process_worker(args.calls, 3)
+        return
     pin(os.getpid(), 1)
     tool = "wrk" if shutil.which("wrk") else "asyncio load generator (wrk not installed)"
-    rates: dict[str, list[float]] = {"bare": [], "guarded": []}
-    with server("bare") as bare, server("guarded") as guarded:
-        for port, secret in (bare, guarded):
+    contenders: dict[str, str | None] = {"this checkout": None}
+    if args.baseline_src:
+        contenders = {"baseline": args.baseline_src, **contenders}
+    rates: dict[tuple[str, str], list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        servers = {
+            (name, kind): stack.enter_context(server(kind, src))
+            for name, src in contenders.items()
+            for kind in ("bare", "guarded")
+        }
+        for port, secret in servers.values():
             load(port, secret, 1.0, args.connections)  # warm-up, not recorded
         for _ in range(args.rounds):
-            for kind, (port, secret) in (("bare", bare), ("guarded", guarded)):
+            for key, (port, secret) in servers.items():
                 rate, bad = load(port, secret, args.seconds, args.connections)
                 if bad:
-                    raise RuntimeError(f"{kind}: {bad} responses were not 200")
-                rates[kind].append(rate)
-                print(f"  {kind:8s} {rate:10.0f} req/s", flush=True)
-    bare_rate = statistics.median(rates["bare"])
-    guarded_rate = statistics.median(rates["guarded"])
-    print(f"load: {tool}, {args.connections} connections, {args.rounds} x {args.seconds:g} s")
-    print(f"unguarded median {bare_rate:10.0f} req/s")
-    print(f"guarded   median {guarded_rate:10.0f} req/s")
-    print(f"guarded / unguarded: {guarded_rate / bare_rate:.1%}")
+                    raise RuntimeError(f"{key}: {bad} responses were not 200")
+                rates.setdefault(key, []).append(rate)
+                print(f"  {key[0]:14s} {key[1]:8s} {rate:10.0f} req/s", flush=True)
+    print(f"\nload: {tool}, {args.connections} connections, {args.rounds} x {args.seconds:g} s")
+    print("req/s: median (min-max); ratio: median of the rounds' guarded / unguarded\n")
+    print("| code | unguarded req/s | guarded req/s | guarded / unguarded |")
+    print("|---|---:|---:|---:|")
+    for name in contenders:
+        bare, guarded = rates[(name, "bare")], rates[(name, "guarded")]
+        ratios = [g / b for g, b in zip(guarded, bare, strict=True)]
+        print(
+            f"| {name} | {statistics.median(bare):,.0f} ({min(bare):,.0f}-{max(bare):,.0f}) "
+            f"| {statistics.median(guarded):,.0f} ({min(guarded):,.0f}-{max(guarded):,.0f}) "
+            f"| {statistics.median(ratios):.1%} ({min(ratios):.1%}-{max(ratios):.1%}) |"
+        )
+    if args.in_process:
+        in_process(contenders, args.rounds, args.calls)
 
 
 if __name__ == "__main__":
