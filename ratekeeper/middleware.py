@@ -142,7 +142,7 @@ class RatekeeperMiddleware:
         state[DECISION_STATE_KEY] = verdict.decision
         # Built once with the verdict's headers (and, when admitted, shared by every decision
         # with the same limit and remaining): not encoded again here.
-        extra = encoded_headers(verdict.headers)
+        extra = encoded_headers(verdict)
         if not extra:  # failing open: nothing known about the window, nothing to add
             await self.app(scope, receive, send)
             return
@@ -179,6 +179,6 @@ class RatekeeperMiddleware:
 
 async def _refuse(verdict: Verdict, send: Send) -> None:
     body = verdict.body()
-    headers = [_JSON, (b"content-length", b"%d" % len(body)), *encoded_headers(verdict.headers)]
+    headers = [_JSON, (b"content-length", b"%d" % len(body)), *encoded_headers(verdict)]
     await send({"type": "http.response.start", "status": verdict.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -160,14 +160,6 @@ def _encoded(pairs: Headers) -> _EncodedHeaders:
     return headers
 
 
-def encoded_headers(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
-    """Return ``headers`` as ASGI bytes pairs, reusing the encoding made with them if any."""
-    raw = getattr(headers, "raw", None)
-    if raw is not None:
-        return raw  # type: ignore[no-any-return]  # only _EncodedHeaders has ``raw``
-    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
-
-
 @lru_cache(maxsize=1024)
 def _limit_fields(limit: int) -> tuple[tuple[str, str], tuple[str, str], tuple[bytes, bytes]]:
     # The two pairs that depend on the limit alone, and their encoding.
@@ -194,43 +186,48 @@ _CACHE_SIZE = 2048
 _allowed_cache: dict[tuple[int, int], _EncodedHeaders] = {}
 
 
-def _build_allowed_headers(limit: int, remaining: int) -> _EncodedHeaders:
+def _allowed_pairs(limit: int, remaining: int) -> Headers:
     # An admitted request's window empties exactly WINDOW_S later, so only ``remaining``
     # varies between requests of a session; the rest is computed once per limit. Same values
     # as rate_limit_headers(limit, remaining, WINDOW_S), which a property test checks.
-    limit_pair, policy_pair, (limit_raw, policy_raw) = _limit_fields(limit)
-    headers = _EncodedHeaders(
-        (
-            limit_pair,
-            ("x-ratelimit-remaining-requests", str(remaining)),
-            _RESET_PAIR,
-            policy_pair,
-            ("ratelimit", _RATELIMIT % remaining),
-        )
+    limit_pair, policy_pair, _ = _limit_fields(limit)
+    return (
+        limit_pair,
+        ("x-ratelimit-remaining-requests", str(remaining)),
+        _RESET_PAIR,
+        policy_pair,
+        ("ratelimit", _RATELIMIT % remaining),
     )
-    headers.raw = (
+
+
+def _allowed_raw(limit: int, remaining: int) -> tuple[tuple[bytes, bytes], ...]:
+    # _allowed_pairs as ASGI bytes, built directly rather than encoded from the strings.
+    _, _, (limit_raw, policy_raw) = _limit_fields(limit)
+    return (
         (b"x-ratelimit-limit-requests", limit_raw),
         (b"x-ratelimit-remaining-requests", b"%d" % remaining),
         _RESET_RAW,
         (b"ratelimit-policy", policy_raw),
         (b"ratelimit", _RATELIMIT_RAW % remaining),
     )
-    return headers
 
 
-def _allowed_headers(limit: int, remaining: int) -> _EncodedHeaders:
+def _allowed_headers(limit: int, remaining: int) -> Headers:
     """Return the headers of an admitted decision: built once per ``(limit, remaining)``.
 
     An admitted decision's headers depend on nothing else, and a session with the default
-    limit of 10 has only 10 distinct ones, so they are cached for small limits. Safe across
-    threads: a race can only build the same value twice.
+    limit of 10 has only 10 distinct ones, so for small limits they are cached with their
+    ASGI bytes. For larger limits (few repeats) they are built per call, as plain strings;
+    :func:`encoded_headers` then builds the bytes. Safe across threads: a race can only
+    build the same value twice.
     """
     if limit > _CACHED_LIMIT_MAX:
-        return _build_allowed_headers(limit, remaining)
+        return _allowed_pairs(limit, remaining)
     key = (limit, remaining)
     headers = _allowed_cache.get(key)
     if headers is None:
-        headers = _build_allowed_headers(limit, remaining)
+        headers = _EncodedHeaders(_allowed_pairs(limit, remaining))
+        headers.raw = _allowed_raw(limit, remaining)
         if len(_allowed_cache) >= _CACHE_SIZE:
             _allowed_cache.clear()
         _allowed_cache[key] = headers
@@ -297,7 +294,22 @@ class Verdict(NamedTuple):
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """Return :attr:`headers` encoded for ASGI (latin-1 bytes pairs)."""
-        return list(encoded_headers(self.headers))
+        return list(encoded_headers(self))
+
+
+def encoded_headers(verdict: Verdict) -> tuple[tuple[bytes, bytes], ...]:
+    """Return the verdict's headers as ASGI bytes pairs (shared: do not change them).
+
+    The encoding made with the headers when there is one (cached admissions, refusals),
+    else the admitted headers built as bytes from the decision, else each pair encoded.
+    """
+    headers = verdict.headers
+    if type(headers) is _EncodedHeaders:
+        return headers.raw
+    decision = verdict.decision
+    if verdict.allowed and decision is not None and headers:
+        return _allowed_raw(decision.limit, decision.remaining)
+    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
 _MISSING = Verdict(

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ratekeeper.ratelimit_headers import (
+    Verdict,
     backend_unavailable_verdict,
     encoded_headers,
     format_duration,
@@ -205,7 +206,7 @@ def test_cached_admitted_headers_equal_the_reference_builder(
         verdict = verdict_for(decision)
         expected = rate_limit_headers(limit, remaining, 60.0)
         assert verdict.headers == expected
-        assert encoded_headers(verdict.headers) == _latin1(expected)
+        assert encoded_headers(verdict) == _latin1(expected)
         assert verdict.raw_headers() == list(_latin1(expected))
 
 
@@ -221,15 +222,16 @@ def test_rate_limited_headers_equal_the_reference_builder(
     verdict = verdict_for(decision)
     expected = (*rate_limit_headers(limit, 0, reset_after), *retry_headers(retry_after))
     assert verdict.headers == expected
-    assert encoded_headers(verdict.headers) == _latin1(expected)
+    assert encoded_headers(verdict) == _latin1(expected)
 
 
 @pytest.mark.parametrize("reason", [Reason.UNKNOWN_SESSION, Reason.EXPIRED, Reason.CANCELLED])
 def test_refusal_headers_are_encoded_as_they_read(reason: Reason) -> None:
     decision = Decision(False, reason, 10, 0, math.inf, 0.0, "cksess_x")
     for verdict in (verdict_for(decision), missing_secret_verdict(), backend_unavailable_verdict()):
-        assert encoded_headers(verdict.headers) == _latin1(verdict.headers)
+        assert encoded_headers(verdict) == _latin1(verdict.headers)
 
 
-def test_plain_header_tuples_are_encoded_too() -> None:
-    assert encoded_headers((("a", "b\xe9"),)) == ((b"a", b"b\xe9"),)
+def test_headers_of_a_verdict_built_elsewhere_are_encoded_too() -> None:
+    verdict = Verdict(False, 400, (("a", "b\xe9"),), None, None)
+    assert encoded_headers(verdict) == ((b"a", b"b\xe9"),)
