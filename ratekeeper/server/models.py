@@ -1,7 +1,7 @@
 """The create-session body as strict pydantic models, and its errors in OpenAI's words.
 
 ``POST /v1/chatkit/sessions`` bodies are parsed by pydantic-core's JSON parser and validated by
-the models below in one pass of compiled code: about a quarter of the time the hand-written
+the models below in one pass of compiled code: a fifth to a third of the time the hand-written
 checks took (``docs/benchmarks.md``, Service). Every rule of ChatKit's
 ``CreateChatSessionBody`` is in the models: strict types (``"10"`` is not an integer, ``1`` is
 not a boolean), unknown names refused, ``null`` refused where a value is optional, no ``NaN``

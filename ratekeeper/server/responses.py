@@ -230,7 +230,7 @@ def json_response(content: Any) -> Response:
     """Return a 200 JSON response of ``content`` (plain JSON values: dicts, lists, str, ...).
 
     The bytes are those of Starlette's ``JSONResponse`` (compact, UTF-8, not ASCII-escaped),
-    made by pydantic-core's serializer: 2-3x faster than ``json.dumps`` for a session object.
+    made by pydantic-core's serializer: about 2x faster than ``json.dumps`` for a session object.
     A float is written in the shortest form that reads back the same (``1e16``, where
     ``json.dumps`` writes ``1e+16``); both are JSON for the same number.
     """

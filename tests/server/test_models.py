@@ -8,6 +8,8 @@ order in which several problems of one body are reported (the order the checks a
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -182,3 +184,12 @@ def test_a_minimal_body_gets_the_documented_defaults() -> None:
     assert (parsed.expires_after_s, parsed.max_requests_per_1_minute) == (600, 10)
     assert parsed.automatic_thread_titling is True
     assert (parsed.file_upload, parsed.history) == (FileUploadLimits(), HistoryLimits())
+
+
+def test_pydantic_stays_at_the_edge() -> None:
+    """Importing ratekeeper (engine, gate, middleware) does not import pydantic."""
+    probe = "import sys, ratekeeper; print(sorted(m for m in sys.modules if 'pydantic' in m))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
