@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -39,8 +40,12 @@ PATH = "/v1/ping"
 # -- the servers (child processes) ---------------------------------------------------------
 
 
-def build_app(guarded: bool) -> Any:
-    """Return the benchmark app: one JSON route, optionally behind the middleware."""
+def build_app(guarded: bool, sessions: int = 1, limit: int = 10**9) -> Any:
+    """Return the benchmark app: one JSON route, optionally behind the middleware.
+
+    At start it creates ``sessions`` sessions of ``limit`` requests per minute and prints
+    their secrets on one line.
+    """
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -55,11 +60,16 @@ def build_app(guarded: bool) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        session = await gate.create_session(
-            "bench", expires_after_s=600, max_requests_per_1_minute=10**9
-        )
-        # The parent reads the (benchmark-only) secret from the first line of stdout.
-        print(f"SECRET {session.client_secret}", flush=True)
+        secrets = [
+            (
+                await gate.create_session(
+                    "bench", expires_after_s=600, max_requests_per_1_minute=limit
+                )
+            ).client_secret
+            for _ in range(sessions)
+        ]
+        # The parent reads the (benchmark-only) secrets from the first line of stdout.
+        print("SECRET", *secrets, flush=True)
         async with gate:
             yield
 
@@ -67,12 +77,12 @@ def build_app(guarded: bool) -> Any:
     return RatekeeperMiddleware(app, gate=gate, paths=["/v1"]) if guarded else app
 
 
-def serve(kind: str, port: int) -> None:
+def serve(kind: str, port: int, sessions: int, limit: int) -> None:
     """Child process: serve the bare or guarded app on 127.0.0.1:port until killed."""
     import uvicorn
 
     uvicorn.run(
-        build_app(kind == "guarded"),
+        build_app(kind == "guarded", sessions, limit),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -103,11 +113,18 @@ def child_env(src: str | None) -> dict[str, str] | None:
 
 
 @contextlib.contextmanager
-def server(kind: str, src: str | None = None) -> Iterator[tuple[int, str]]:
-    """Start one server process; yield (port, secret); stop it."""
+def server(
+    kind: str, src: str | None = None, sessions: int = 1, limit: int = 10**9
+) -> Iterator[tuple[int, list[str]]]:
+    """Start one server process; yield (port, secrets); stop it."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port)],
+        [
+            sys.executable,
+            __file__,
+            *("--serve", kind, "--port", str(port)),
+            *("--sessions", str(sessions), "--limit", str(limit)),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=child_env(src),
@@ -118,42 +135,54 @@ def server(kind: str, src: str | None = None) -> Iterator[tuple[int, str]]:
         line = proc.stdout.readline()
         if not line.startswith("SECRET "):
             raise RuntimeError(f"{kind} server did not start: {line!r}")
-        secret = line.split()[1]
+        secrets = line.split()[1:]
         for _ in range(200):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
                 break
             time.sleep(0.05)
-        yield port, secret
+        yield port, secrets
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def run_wrk(port: int, secret: str, seconds: float, connections: int) -> tuple[float, int]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "-H",
-            f"Authorization: Bearer {secret}",
-            f"http://127.0.0.1:{port}{PATH}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 30,
-    ).stdout
+def run_wrk(port: int, secrets: list[str], seconds: float, connections: int) -> tuple[float, int]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        # Several sessions: each request carries the next secret (built by wrk, on its core).
+        listed = ", ".join(f'"{secret}"' for secret in secrets)
+        script.write(
+            f"local secrets = {{{listed}}}\nlocal i = 0\n"
+            "request = function()\n  i = i + 1\n  return wrk.format(nil, nil, "
+            '{["Authorization"] = "Bearer " .. secrets[(i % #secrets) + 1]})\nend\n'
+        )
+        script.flush()
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                *(("-H", f"Authorization: Bearer {secrets[0]}") if len(secrets) == 1 else ()),
+                *(("-s", script.name) if len(secrets) > 1 else ()),
+                f"http://127.0.0.1:{port}{PATH}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 30,
+        ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return rate, int(non2xx.group(1)) if non2xx else 0
 
 
-async def _py_load(port: int, secret: str, seconds: float, connections: int) -> tuple[float, int]:
-    request = (
-        f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n"
-    ).encode()
+async def _py_load(
+    port: int, secrets: list[str], seconds: float, connections: int
+) -> tuple[float, int]:
+    requests = [
+        f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n\r\n".encode()
+        for secret in secrets
+    ]
     done = 0
     bad = 0
     deadline = time.monotonic() + seconds
@@ -163,7 +192,7 @@ async def _py_load(port: int, secret: str, seconds: float, connections: int) -> 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.monotonic() < deadline:
-                writer.write(request)
+                writer.write(requests[done % len(requests)])
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
                 await reader.readexactly(length)
@@ -177,10 +206,10 @@ async def _py_load(port: int, secret: str, seconds: float, connections: int) -> 
     return done / (time.monotonic() - start), bad
 
 
-def load(port: int, secret: str, seconds: float, connections: int) -> tuple[float, int]:
+def load(port: int, secrets: list[str], seconds: float, connections: int) -> tuple[float, int]:
     if shutil.which("wrk"):
-        return run_wrk(port, secret, seconds, connections)
-    return asyncio.run(_py_load(port, secret, seconds, connections))
+        return run_wrk(port, secrets, seconds, connections)
+    return asyncio.run(_py_load(port, secrets, seconds, connections))
 
 
 def in_process_worker(calls: int, rounds: int) -> None:
@@ -289,6 +318,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", choices=["bare", "guarded"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sessions", type=int, default=1, help="sessions the load spreads over (default 1)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=10**9,
+        help="their max_requests_per_1_minute (default 10**9: headers never repeat; with "
+        "--limit 1000 --sessions 2000 they repeat, the middleware's cached path)",
+    )
     parser.add_argument("--in-process-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=5000, help="in-process calls per round")
     parser.add_argument("--seconds", type=int, default=5, help="length of one run (s)")
@@ -304,7 +343,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.sessions, args.limit)
         return
     if args.in_process_worker:
         in_process_worker(args.calls, 3)
@@ -317,20 +356,23 @@ def main() -> None:
     rates: dict[tuple[str, str], list[float]] = {}
     with contextlib.ExitStack() as stack:
         servers = {
-            (name, kind): stack.enter_context(server(kind, src))
+            (name, kind): stack.enter_context(server(kind, src, args.sessions, args.limit))
             for name, src in contenders.items()
             for kind in ("bare", "guarded")
         }
-        for port, secret in servers.values():
-            load(port, secret, 1.0, args.connections)  # warm-up, not recorded
+        for port, secrets in servers.values():
+            load(port, secrets, 1.0, args.connections)  # warm-up, not recorded
         for _ in range(args.rounds):
-            for key, (port, secret) in servers.items():
-                rate, bad = load(port, secret, args.seconds, args.connections)
+            for key, (port, secrets) in servers.items():
+                rate, bad = load(port, secrets, args.seconds, args.connections)
                 if bad:
                     raise RuntimeError(f"{key}: {bad} responses were not 200")
                 rates.setdefault(key, []).append(rate)
                 print(f"  {key[0]:14s} {key[1]:8s} {rate:10.0f} req/s", flush=True)
-    print(f"\nload: {tool}, {args.connections} connections, {args.rounds} x {args.seconds:g} s")
+    print(
+        f"\nload: {tool}, {args.connections} connections, {args.rounds} x {args.seconds:g} s, "
+        f"{args.sessions} session(s) of limit {args.limit}"
+    )
     print("req/s: median (min-max); ratio: median of the rounds' guarded / unguarded\n")
     print("| code | unguarded req/s | guarded req/s | guarded / unguarded |")
     print("|---|---:|---:|---:|")
