@@ -19,8 +19,13 @@ Scenarios:
 Then the same four requests go straight into the ASGI app in this process (no sockets, no
 uvicorn): the service's own cost per request, Starlette included.
 
+With ``--baseline-src PATH`` (a checkout of older code) a second server runs that code
+(``PYTHONPATH=PATH``) and every round drives both, alternating, so each scenario's new/old
+ratio comes from the same run; the in-process timings then alternate child processes of both
+and are CPU time (``time.thread_time``), which other load on the machine disturbs less.
+
 Run: ``.venv/bin/python benchmarks/server_load.py`` (``--help`` for options; ``--backend
-redis://127.0.0.1:6379/0`` to measure on Redis).
+redis://127.0.0.1:6379/0`` to measure on Redis; ``--baseline-src /work/base`` to compare).
 """
 
 from __future__ import annotations
@@ -154,8 +159,10 @@ def _median(runs: list[Result]) -> Result:
     return Result(middle.name, middle.requests, middle.seconds, statuses, latencies)
 
 
-async def in_process(rounds: int, calls: int, store: str) -> dict[str, float]:
-    """Microseconds per request through the full Starlette app, called directly (median)."""
+async def in_process(
+    rounds: int, calls: int, store: str, timer: Any = time.perf_counter
+) -> dict[str, list[float]]:
+    """Microseconds per request through the full Starlette app, called directly (each round)."""
     from ratekeeper.server import ServerSettings, create_app
 
     app = create_app(ServerSettings(api_keys=(API_KEY,), store=store))
@@ -184,15 +191,15 @@ async def in_process(rounds: int, calls: int, store: str) -> dict[str, float]:
     async def send(message: Any) -> None:
         return None
 
-    medians = {}
+    samples: dict[str, list[float]] = {}
     for name, (method, path, headers, body) in cases.items():
 
         async def receive(body: bytes = body) -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        samples = []
+        samples[name] = []
         for _ in range(rounds):
-            started = time.perf_counter()
+            started = timer()
             for _ in range(calls):
                 scope = {
                     "type": "http",
@@ -208,9 +215,8 @@ async def in_process(rounds: int, calls: int, store: str) -> dict[str, float]:
                     "root_path": "",
                 }
                 await app(scope, receive, send)
-            samples.append((time.perf_counter() - started) / calls * 1e6)
-        medians[name] = statistics.median(samples)
-    return medians
+            samples[name].append((timer() - started) / calls * 1e6)
+    return samples
 
 
 def free_port() -> int:
@@ -220,7 +226,16 @@ def free_port() -> int:
         return port
 
 
-def start_server(port: int, backend: str, store: str, core: int | None) -> subprocess.Popen[bytes]:
+def child_env(src: str | None) -> dict[str, str] | None:
+    """The environment of a child running the code at ``src`` (``None``: this checkout)."""
+    if src is None:
+        return None
+    return {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+
+
+def start_server(
+    port: int, backend: str, store: str, core: int | None, src: str | None = None
+) -> subprocess.Popen[bytes]:
     exe = os.path.join(os.path.dirname(sys.executable), "ratekeeper")
     command = [
         exe,
@@ -239,7 +254,7 @@ def start_server(port: int, backend: str, store: str, core: int | None) -> subpr
     ]
     if core is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(core), *command]
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=child_env(src))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -266,6 +281,108 @@ def make_session(port: int) -> str:
     return secret
 
 
+def compare(args: argparse.Namespace) -> None:
+    """``--baseline-src``: the baseline and this checkout, alternating in one run."""
+    contenders: dict[str, str | None] = {"baseline": args.baseline_src, "this checkout": None}
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    server_core = cores[0] if len(cores) >= 2 else None
+    if len(cores) >= 2:
+        os.sched_setaffinity(0, {cores[1]})
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
+    try:
+        for name, src in contenders.items():
+            port = free_port()
+            store = f"sqlite:///{tempfile.mkdtemp(prefix='rk-bench-')}/ratekeeper.sqlite3"
+            servers[name] = (
+                start_server(port, args.backend, args.store or store, server_core, src),
+                port,
+            )
+        requests = {name: scenarios(make_session(port)) for name, (_, port) in servers.items()}
+        for _ in range(args.rounds):
+            for scenario in [name for name, _ in requests["baseline"]]:
+                for name, (_, port) in servers.items():
+                    request = dict(requests[name])[scenario]
+                    result = _run(
+                        run_scenario(
+                            scenario,
+                            port,
+                            request,
+                            args.requests,
+                            args.concurrency,
+                            args.max_seconds,
+                        )
+                    )
+                    if set(result.statuses) != {200}:
+                        raise SystemExit(f"{name} {scenario}: statuses {dict(result.statuses)}")
+                    rates.setdefault((scenario, name), []).append(result.rate)
+                    print(f"  {scenario:13s} {name:14s} {result.rate:8,.0f} req/s", flush=True)
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+    print(
+        f"\nratekeeper serve, backend={args.backend}, {args.concurrency} connections, "
+        f"{args.rounds} alternating rounds of {args.requests} requests per scenario and code "
+        f"(Python {sys.version.split()[0]})\n"
+    )
+    print("| scenario | baseline req/s | this checkout req/s | ratio (median of rounds) |")
+    print("|---|---:|---:|---:|")
+    for scenario in dict.fromkeys(key[0] for key in rates):
+        old, new = rates[(scenario, "baseline")], rates[(scenario, "this checkout")]
+        ratios = [n / o for n, o in zip(new, old, strict=True)]
+        print(
+            f"| {scenario} | {statistics.median(old):,.0f} ({min(old):,.0f}-{max(old):,.0f}) "
+            f"| {statistics.median(new):,.0f} ({min(new):,.0f}-{max(new):,.0f}) "
+            f"| {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+    cpu: dict[str, dict[str, list[float]]] = {name: {} for name in contenders}
+    for _ in range(args.rounds):
+        for name, src in contenders.items():
+            out = subprocess.run(
+                [sys.executable, __file__, "--in-process-worker"],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=child_env(src),
+            ).stdout
+            for scenario, values in json.loads(out).items():
+                cpu[name].setdefault(scenario, []).extend(values)
+    print(
+        f"\nin process, straight into the ASGI app: CPU µs per request, median (min-max) "
+        f"of {args.rounds} x 3 rounds\n"
+    )
+    print("| request | baseline | this checkout | ratio |")
+    print("|---|---:|---:|---:|")
+    for scenario, old in cpu["baseline"].items():
+        new = cpu["this checkout"][scenario]
+        print(
+            f"| {scenario} | {statistics.median(old):.1f} ({min(old):.1f}-{max(old):.1f}) "
+            f"| {statistics.median(new):.1f} ({min(new):.1f}-{max(new):.1f}) "
+            f"| {statistics.median(old) / statistics.median(new):.2f}x |"
+        )
+
+
+def scenarios(secret: str) -> list[tuple[str, bytes]]:
+    """The four scenarios' raw requests, for a session whose client secret is ``secret``."""
+    auth = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": BETA}
+    create_body = b'{"user": "bench", "workflow": {"id": "wf_bench"}}'
+    return [
+        ("healthz", http_request("GET", "/healthz")),
+        (
+            "admit",
+            http_request(
+                "POST", "/ratekeeper/admit", headers={"Authorization": f"Bearer {secret}"}
+            ),
+        ),
+        ("create", http_request("POST", "/v1/chatkit/sessions", create_body, auth)),
+        (
+            "list threads",
+            http_request("GET", "/v1/chatkit/threads?user=nobody&limit=20", headers=auth),
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000, help="requests per round")
@@ -278,7 +395,20 @@ def main() -> None:
         help="conversation store URL (default: a fresh SQLite file, the service's default kind)",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON too")
+    parser.add_argument(
+        "--baseline-src",
+        metavar="PATH",
+        help="also run the code at PATH (a checkout: PYTHONPATH=PATH) and compare, alternating",
+    )
+    parser.add_argument("--in-process-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.in_process_worker:
+        store = f"sqlite:///{tempfile.mkdtemp(prefix='rk-bench-')}/ratekeeper.sqlite3"
+        print(json.dumps(_run(in_process(3, 3000, store, time.thread_time))))
+        return
+    if args.baseline_src:
+        compare(args)
+        return
     if args.store is None:
         args.store = f"sqlite:///{tempfile.mkdtemp(prefix='rk-bench-')}/ratekeeper.sqlite3"
 
@@ -289,28 +419,12 @@ def main() -> None:
     port = free_port()
     server = start_server(port, args.backend, args.store, server_core)
     try:
-        secret = make_session(port)
-        auth = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": BETA}
-        create_body = b'{"user": "bench", "workflow": {"id": "wf_bench"}}'
-        scenarios = [
-            ("healthz", http_request("GET", "/healthz")),
-            (
-                "admit",
-                http_request(
-                    "POST", "/ratekeeper/admit", headers={"Authorization": f"Bearer {secret}"}
-                ),
-            ),
-            ("create", http_request("POST", "/v1/chatkit/sessions", create_body, auth)),
-            (
-                "list threads",
-                http_request("GET", "/v1/chatkit/threads?user=nobody&limit=20", headers=auth),
-            ),
-        ]
+        requests = scenarios(make_session(port))
         # Rounds interleave the scenarios, so a burst of noise from elsewhere on the machine
         # hits them alike; each scenario reports its median round.
-        rounds: dict[str, list[Result]] = {name: [] for name, _ in scenarios}
+        rounds: dict[str, list[Result]] = {name: [] for name, _ in requests}
         for _ in range(args.rounds):
-            for name, request in scenarios:
+            for name, request in requests:
                 rounds[name].append(
                     _run(
                         run_scenario(
@@ -345,7 +459,7 @@ def main() -> None:
     print("| request | µs per request |")
     print("|---|---:|")
     for name, micros in costs.items():
-        print(f"| {name} | {micros:.1f} |")
+        print(f"| {name} | {statistics.median(micros):.1f} |")
     if args.json:
         print(
             json.dumps(

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from .gate import Gate
-from .ratelimit_headers import Verdict
+from .ratelimit_headers import Verdict, encoded_headers
 
 __all__ = ("DECISION_STATE_KEY", "RatekeeperMiddleware", "bearer_token")
 
@@ -35,13 +35,20 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     The scheme is matched case-insensitively; any other scheme, or an empty token, is ``None``.
     """
     for name, value in headers:
-        if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token:
-                return None
-            return token
+        # ASGI servers send names in lower case: the plain comparison nearly always decides.
+        if name == b"authorization" or name.lower() == b"authorization":
+            return _token_of(value)
     return None
+
+
+def _token_of(value: bytes) -> str | None:
+    if value.startswith(b"Bearer "):  # the usual spelling, parsed with less work
+        return value[7:].decode("latin-1").strip() or None
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
 
 
 #: The header names the gate adds; an app that sets one itself keeps its own value.
@@ -133,20 +140,22 @@ class RatekeeperMiddleware:
         if state is None:
             state = scope["state"] = {}
         state[DECISION_STATE_KEY] = verdict.decision
-        extra = verdict.raw_headers()
+        # Built once with the verdict's headers (and, when admitted, shared by every decision
+        # with the same limit and remaining): not encoded again here.
+        extra = encoded_headers(verdict)
         if not extra:  # failing open: nothing known about the window, nothing to add
             await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = [name for name, _ in headers if name.lower() in _GATE_HEADERS]
+                own = message.get("headers", ())
+                present = [name.lower() for name, _ in own if name.lower() in _GATE_HEADERS]
                 if present:
-                    present = [name.lower() for name in present]
-                    headers.extend(pair for pair in extra if pair[0] not in present)
+                    headers = [*own, *(pair for pair in extra if pair[0] not in present)]
                 else:
-                    headers.extend(extra)
+                    headers = [*own, *extra]
+                # A copy: the app may send the same message object again.
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -170,6 +179,6 @@ class RatekeeperMiddleware:
 
 async def _refuse(verdict: Verdict, send: Send) -> None:
     body = verdict.body()
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), *verdict.raw_headers()]
+    headers = [_JSON, (b"content-length", b"%d" % len(body)), *encoded_headers(verdict)]
     await send({"type": "http.response.start", "status": verdict.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

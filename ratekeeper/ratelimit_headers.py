@@ -41,6 +41,7 @@ __all__ = (
     "UNAVAILABLE_RETRY",
     "Verdict",
     "backend_unavailable_verdict",
+    "encoded_headers",
     "error_body",
     "fail_open_verdict",
     "format_duration",
@@ -140,46 +141,97 @@ def refusal_headers(status_code: int) -> Headers:
 
 _WINDOW_DURATION = format_duration(WINDOW_S)
 _WINDOW_WHOLE_S = _whole_seconds_up(WINDOW_S)
-_WINDOW_DURATION_RAW = _WINDOW_DURATION.encode()
-_RATELIMIT_RAW = f'"{POLICY_NAME}";r=%d;t={_WINDOW_WHOLE_S}'.encode()
+
+
+class _EncodedHeaders(tuple[tuple[str, str], ...]):
+    """``(name, value)`` pairs that also carry their ASGI encoding, made once with them.
+
+    Equal to, and used as, the plain tuple of pairs (:attr:`Verdict.headers`); ``raw`` is the
+    same pairs as latin-1 bytes, so the middleware sends them without encoding them again.
+    Never changed after :func:`_encoded` builds it, so safe to share across threads.
+    """
+
+    raw: tuple[tuple[bytes, bytes], ...]
+
+
+def _encoded(pairs: Headers) -> _EncodedHeaders:
+    headers = _EncodedHeaders(pairs)
+    headers.raw = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs)
+    return headers
 
 
 @lru_cache(maxsize=1024)
-def _limit_fields(limit: int) -> tuple[str, str]:
-    return str(limit), f'"{POLICY_NAME}";q={limit};w={int(WINDOW_S)}'
-
-
-def _allowed_headers(limit: int, remaining: int) -> Headers:
-    # An admitted request's window empties exactly WINDOW_S later, so only ``remaining``
-    # varies per request; the rest is computed once per limit. Same values as
-    # rate_limit_headers(limit, remaining, WINDOW_S), which a test checks.
-    limit_text, policy = _limit_fields(limit)
-    remaining_text = str(remaining)
+def _limit_fields(limit: int) -> tuple[tuple[str, str], tuple[str, str], tuple[bytes, bytes]]:
+    # The two pairs that depend on the limit alone, and their encoding.
+    text = str(limit)
+    policy = f'"{POLICY_NAME}";q={limit};w={int(WINDOW_S)}'
     return (
-        ("x-ratelimit-limit-requests", limit_text),
-        ("x-ratelimit-remaining-requests", remaining_text),
-        ("x-ratelimit-reset-requests", _WINDOW_DURATION),
+        ("x-ratelimit-limit-requests", text),
         ("ratelimit-policy", policy),
-        ("ratelimit", f'"{POLICY_NAME}";r={remaining_text};t={_WINDOW_WHOLE_S}'),
+        (text.encode(), policy.encode()),
     )
 
 
-@lru_cache(maxsize=1024)
-def _limit_fields_raw(limit: int) -> tuple[bytes, bytes]:
-    limit_text, policy = _limit_fields(limit)
-    return limit_text.encode(), policy.encode()
+_RESET_PAIR = ("x-ratelimit-reset-requests", _WINDOW_DURATION)
+_RESET_RAW = (b"x-ratelimit-reset-requests", _WINDOW_DURATION.encode())
+_RATELIMIT = f'"{POLICY_NAME}";r=%d;t={_WINDOW_WHOLE_S}'
+_RATELIMIT_RAW = _RATELIMIT.encode()
+
+#: Admitted headers are cached for sessions whose limit is at most this (a session has at most
+#: ``limit`` distinct ``remaining`` values) ...
+_CACHED_LIMIT_MAX = 1024
+#: ... and the cache holds at most this many ``(limit, remaining)`` entries (emptied when full,
+#: like the ``re`` module's cache): about 1 KB each.
+_CACHE_SIZE = 2048
+_allowed_cache: dict[tuple[int, int], _EncodedHeaders] = {}
 
 
-def _allowed_raw_headers(limit: int, remaining: int) -> list[tuple[bytes, bytes]]:
-    # _allowed_headers as ASGI bytes, built directly: the middleware's per-request path.
-    limit_raw, policy_raw = _limit_fields_raw(limit)
-    return [
+def _allowed_pairs(limit: int, remaining: int) -> Headers:
+    # An admitted request's window empties exactly WINDOW_S later, so only ``remaining``
+    # varies between requests of a session; the rest is computed once per limit. Same values
+    # as rate_limit_headers(limit, remaining, WINDOW_S), which a property test checks.
+    limit_pair, policy_pair, _ = _limit_fields(limit)
+    return (
+        limit_pair,
+        ("x-ratelimit-remaining-requests", str(remaining)),
+        _RESET_PAIR,
+        policy_pair,
+        ("ratelimit", _RATELIMIT % remaining),
+    )
+
+
+def _allowed_raw(limit: int, remaining: int) -> tuple[tuple[bytes, bytes], ...]:
+    # _allowed_pairs as ASGI bytes, built directly rather than encoded from the strings.
+    _, _, (limit_raw, policy_raw) = _limit_fields(limit)
+    return (
         (b"x-ratelimit-limit-requests", limit_raw),
         (b"x-ratelimit-remaining-requests", b"%d" % remaining),
-        (b"x-ratelimit-reset-requests", _WINDOW_DURATION_RAW),
+        _RESET_RAW,
         (b"ratelimit-policy", policy_raw),
         (b"ratelimit", _RATELIMIT_RAW % remaining),
-    ]
+    )
+
+
+def _allowed_headers(limit: int, remaining: int) -> Headers:
+    """Return the headers of an admitted decision: built once per ``(limit, remaining)``.
+
+    An admitted decision's headers depend on nothing else, and a session with the default
+    limit of 10 has only 10 distinct ones, so for small limits they are cached with their
+    ASGI bytes. For larger limits (few repeats) they are built per call, as plain strings;
+    :func:`encoded_headers` then builds the bytes. Safe across threads: a race can only
+    build the same value twice.
+    """
+    if limit > _CACHED_LIMIT_MAX:
+        return _allowed_pairs(limit, remaining)
+    key = (limit, remaining)
+    headers = _allowed_cache.get(key)
+    if headers is None:
+        headers = _EncodedHeaders(_allowed_pairs(limit, remaining))
+        headers.raw = _allowed_raw(limit, remaining)
+        if len(_allowed_cache) >= _CACHE_SIZE:
+            _allowed_cache.clear()
+        _allowed_cache[key] = headers
+    return headers
 
 
 def rate_limit_headers(limit: int, remaining: int, reset_after: float) -> Headers:
@@ -242,16 +294,28 @@ class Verdict(NamedTuple):
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """Return :attr:`headers` encoded for ASGI (latin-1 bytes pairs)."""
-        decision = self.decision
-        if self.allowed and decision is not None and self.headers:
-            return _allowed_raw_headers(decision.limit, decision.remaining)
-        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
+        return list(encoded_headers(self))
+
+
+def encoded_headers(verdict: Verdict) -> tuple[tuple[bytes, bytes], ...]:
+    """Return the verdict's headers as ASGI bytes pairs (shared: do not change them).
+
+    The encoding made with the headers when there is one (cached admissions, refusals),
+    else the admitted headers built as bytes from the decision, else each pair encoded.
+    """
+    headers = verdict.headers
+    if type(headers) is _EncodedHeaders:
+        return headers.raw
+    decision = verdict.decision
+    if verdict.allowed and decision is not None and headers:
+        return _allowed_raw(decision.limit, decision.remaining)
+    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
 _MISSING = Verdict(
     False,
     401,
-    (("www-authenticate", 'Bearer realm="ratekeeper"'), *DO_NOT_RETRY),
+    _encoded((("www-authenticate", 'Bearer realm="ratekeeper"'), *DO_NOT_RETRY)),
     error_body(
         "You didn't provide a client secret. Send the session's client secret in an "
         "Authorization header using Bearer auth (i.e. Authorization: Bearer ek_...).",
@@ -264,7 +328,7 @@ _MISSING = Verdict(
 _UNAVAILABLE = Verdict(
     False,
     503,
-    UNAVAILABLE_RETRY,
+    _encoded(UNAVAILABLE_RETRY),
     error_body(
         "The session store is unavailable, so the request could not be checked against its "
         "session. Please retry shortly.",
@@ -290,9 +354,11 @@ _REJECT_401 = {
     ),
 }
 
-_INVALID_TOKEN = (
-    ("www-authenticate", 'Bearer realm="ratekeeper", error="invalid_token"'),
-    *DO_NOT_RETRY,
+_INVALID_TOKEN = _encoded(
+    (
+        ("www-authenticate", 'Bearer realm="ratekeeper", error="invalid_token"'),
+        *DO_NOT_RETRY,
+    )
 )
 
 
@@ -321,9 +387,11 @@ def verdict_for(decision: Decision) -> Verdict:
         return _new(Verdict, (True, 200, headers, None, decision))
     reason = decision.reason
     if reason is Reason.RATE_LIMITED:
-        headers = (
-            *rate_limit_headers(decision.limit, decision.remaining, decision.reset_after),
-            *retry_headers(decision.retry_after),
+        headers = _encoded(
+            (
+                *rate_limit_headers(decision.limit, decision.remaining, decision.reset_after),
+                *retry_headers(decision.retry_after),
+            )
         )
         message = (
             f"Rate limit reached for this session on requests per min (RPM): "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -84,7 +85,8 @@ class HttpMetrics:
     Args:
         registry: where to register (the gate's registry, so one ``/metrics`` shows both).
 
-    prometheus-client's collectors are thread-safe, and so is this holder.
+    prometheus-client's collectors are thread-safe, and so is this holder: its caches of
+    labelled children only ever gain entries, each the child ``labels()`` returns anyway.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -101,6 +103,26 @@ class HttpMetrics:
             buckets=HTTP_DURATION_BUCKETS,
             registry=registry,
         )
+        # ``labels()`` takes a lock and checks its arguments on every call: too dear for
+        # every request. Routes, methods and statuses are bounded sets, so are these caches.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    def count(self, route: str, method: str, status: int) -> None:
+        """Count one answered request."""
+        key = (route, method, status)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.requests.labels(route, method, str(status))
+        child.inc()
+
+    def observe(self, route: str, method: str, seconds: float) -> None:
+        """Observe one request's duration."""
+        key = (route, method)
+        child = self._timers.get(key)
+        if child is None:
+            child = self._timers[key] = self.duration.labels(route, method)
+        child.observe(seconds)
 
 
 def _route_of(scope: Scope) -> str:
@@ -137,12 +159,13 @@ class HttpMetricsMiddleware:
         started = time.perf_counter()
         method = scope["method"] if scope["method"] in _METHODS else "other"
         status: int | None = None
+        metrics = self.metrics
 
         async def send_counted(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                self.metrics.requests.labels(_route_of(scope), method, str(status)).inc()
+                metrics.count(_route_of(scope), method, status)
             await send(message)
 
         try:
@@ -150,5 +173,5 @@ class HttpMetricsMiddleware:
         finally:
             route = _route_of(scope)
             if status is None:  # raised (or was cancelled) before answering
-                self.metrics.requests.labels(route, method, "500").inc()
-            self.metrics.duration.labels(route, method).observe(time.perf_counter() - started)
+                metrics.count(route, method, 500)
+            metrics.observe(route, method, time.perf_counter() - started)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from ..types import Session
-from .bodies import read_json
+from .bodies import read_json_body
 from .context import ServiceContext
-from .responses import ApiError
-from .validation import CreateSessionRequest, parse_create_session
+from .models import CreateSessionRequest, parse_create_session
+from .responses import ApiError, json_response
 
 __all__ = ("REDACTED_SECRET", "cancel_session", "create_session", "session_json")
 
@@ -73,11 +73,11 @@ def session_json(session: Session) -> dict[str, Any]:
     }
 
 
-async def create_session(request: Request) -> JSONResponse:
+async def create_session(request: Request) -> Response:
     """Create a ChatKit session (``CreateChatSessionMethod``)."""
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
-    parsed = parse_create_session(await read_json(request, ctx.settings.max_body_bytes))
+    parsed = parse_create_session(await read_json_body(request, ctx.settings.max_body_bytes))
     session = await ctx.gate.create_session(
         parsed.user,
         expires_after_s=parsed.expires_after_s,
@@ -86,10 +86,10 @@ async def create_session(request: Request) -> JSONResponse:
         history=parsed.history,
         attributes=session_attributes(parsed),
     )
-    return JSONResponse(session_json(session))
+    return json_response(session_json(session))
 
 
-async def cancel_session(request: Request) -> JSONResponse:
+async def cancel_session(request: Request) -> Response:
     """Cancel a session (``CancelChatSessionMethod``): idempotent; expired stays expired."""
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
@@ -101,4 +101,4 @@ async def cancel_session(request: Request) -> JSONResponse:
             "the session's id (cksess_…).",
         )
     session = await ctx.gate.cancel(session_id)
-    return JSONResponse(session_json(session))
+    return json_response(session_json(session))

@@ -6,15 +6,20 @@ import json
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ratekeeper.ratelimit_headers import (
+    Verdict,
     backend_unavailable_verdict,
+    encoded_headers,
     format_duration,
     missing_secret_verdict,
     rate_limit_headers,
     refusal_headers,
     retry_after_ms,
     retry_after_seconds,
+    retry_headers,
     verdict_for,
 )
 from ratekeeper.types import Decision, Reason
@@ -178,3 +183,55 @@ def test_refusal_headers_say_whether_and_when_to_retry(
 ) -> None:
     """Error responses built outside a verdict get the verdicts' retry headers."""
     assert dict(refusal_headers(status)) == headers
+
+
+def _latin1(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+
+
+limits = st.integers(min_value=1, max_value=2**53 - 1) | st.integers(min_value=1, max_value=40)
+
+
+@given(data=st.data(), limit=limits)
+def test_cached_admitted_headers_equal_the_reference_builder(
+    data: st.DataObject, limit: int
+) -> None:
+    """Admitted headers (cached per limit and remaining) equal the general rule, every time.
+
+    Small limits make cache hits: each remaining is asked for several times, in any order.
+    """
+    remainders = data.draw(st.lists(st.integers(min_value=0, max_value=limit - 1), max_size=20))
+    for remaining in remainders:
+        decision = Decision(True, Reason.ALLOWED, limit, remaining, 0.0, 60.0, "cksess_x")
+        verdict = verdict_for(decision)
+        expected = rate_limit_headers(limit, remaining, 60.0)
+        assert verdict.headers == expected
+        assert encoded_headers(verdict) == _latin1(expected)
+        assert verdict.raw_headers() == list(_latin1(expected))
+
+
+@given(
+    limit=limits,
+    retry_after=st.floats(min_value=0.0, max_value=60.0),
+    reset_after=st.floats(min_value=0.0, max_value=60.0),
+)
+def test_rate_limited_headers_equal_the_reference_builder(
+    limit: int, retry_after: float, reset_after: float
+) -> None:
+    decision = Decision(False, Reason.RATE_LIMITED, limit, 0, retry_after, reset_after, "cksess_x")
+    verdict = verdict_for(decision)
+    expected = (*rate_limit_headers(limit, 0, reset_after), *retry_headers(retry_after))
+    assert verdict.headers == expected
+    assert encoded_headers(verdict) == _latin1(expected)
+
+
+@pytest.mark.parametrize("reason", [Reason.UNKNOWN_SESSION, Reason.EXPIRED, Reason.CANCELLED])
+def test_refusal_headers_are_encoded_as_they_read(reason: Reason) -> None:
+    decision = Decision(False, reason, 10, 0, math.inf, 0.0, "cksess_x")
+    for verdict in (verdict_for(decision), missing_secret_verdict(), backend_unavailable_verdict()):
+        assert encoded_headers(verdict) == _latin1(verdict.headers)
+
+
+def test_headers_of_a_verdict_built_elsewhere_are_encoded_too() -> None:
+    verdict = Verdict(False, 400, (("a", "b\xe9"),), None, None)
+    assert encoded_headers(verdict) == ((b"a", b"b\xe9"),)

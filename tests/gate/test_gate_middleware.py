@@ -13,6 +13,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -342,3 +344,37 @@ def test_the_error_body_is_compact_json(gate: Gate) -> None:
     from ratekeeper.ratelimit_headers import missing_secret_verdict
 
     assert json.loads(missing_secret_verdict().body())["error"]["param"] is None
+
+
+def _reference_bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The parsing rule written plainly: what the middleware's faster parser must return."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+header_values = st.one_of(
+    st.binary(max_size=24),
+    st.builds(
+        lambda scheme, gap, token, tail: scheme + gap + token + tail,
+        st.sampled_from([b"Bearer", b"bearer", b"BEARER", b"Basic", b" Bearer", b""]),
+        st.sampled_from([b" ", b"  ", b"\t", b""]),
+        st.binary(max_size=12),
+        st.sampled_from([b"", b" ", b"\xa0", b"\x85", b"\t", b"\x1f"]),
+    ),
+)
+
+
+@given(
+    value=header_values,
+    name=st.sampled_from([b"authorization", b"Authorization", b"AUTHORIZATION", b"x-auth"]),
+)
+@example(name=b"authorization", value=b"Bearer ek_1\xa0")
+@example(name=b"authorization", value=b"Bearer \t ek_1\x85 ")
+@example(name=b"authorization", value=b"Bearer \x1f")
+def test_bearer_token_matches_the_plain_rule(name: bytes, value: bytes) -> None:
+    headers = [(b"host", b"example.test"), (name, value)]
+    assert bearer_token(headers) == _reference_bearer_token(headers)
