@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import ClientDisconnect, Request
 
+from .models import parse_json
 from .responses import ApiError
 
-__all__ = ("read_json_body",)
+__all__ = ("read_json", "read_json_body")
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """Return the request's body parsed as strict JSON; the refusals of :func:`read_json_body`.
+
+    For routes without a model of their own (the dev routes).
+
+    Raises:
+        ApiError: as :func:`read_json_body`.
+        InvalidParameter: the body is empty or not valid JSON (400 ``invalid_json``).
+    """
+    return parse_json(await read_json_body(request, max_bytes))
 
 
 async def read_json_body(request: Request, max_bytes: int) -> bytes:

@@ -35,6 +35,7 @@ __all__ = (
     "CreateSessionRequest",
     "Workflow",
     "parse_create_session",
+    "parse_json",
 )
 
 #: ``workflow.state_variables`` may hold at most this many entries ...
@@ -200,6 +201,18 @@ class CreateSessionRequest(_Strict):
 _validate = CreateSessionRequest.__pydantic_validator__.validate_python
 
 
+def parse_json(body: bytes) -> Any:
+    """Parse a strict JSON body (UTF-8; no ``NaN`` or ``Infinity``).
+
+    Raises:
+        InvalidParameter: ``invalid_json`` for a body that is not JSON.
+    """
+    try:
+        return pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError:
+        raise InvalidParameter(_INVALID_JSON, code="invalid_json") from None
+
+
 def parse_create_session(body: bytes) -> CreateSessionRequest:
     """Parse and validate a create-session body (strict JSON, UTF-8).
 
@@ -208,10 +221,7 @@ def parse_create_session(body: bytes) -> CreateSessionRequest:
             ``Infinity``, lone surrogates and invalid UTF-8), else the first problem in the
             body, naming the parameter path and OpenAI's error code.
     """
-    try:
-        value = pydantic_core.from_json(body, allow_inf_nan=False)
-    except ValueError:
-        raise InvalidParameter(_INVALID_JSON, code="invalid_json") from None
+    value = parse_json(body)
     try:
         request: CreateSessionRequest = _validate(value)
     except ValidationError as exc:
