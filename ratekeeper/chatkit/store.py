@@ -141,14 +141,11 @@ class ChatKitStore(Store[ChatKitContext]):
 
     def _item(self, stored: StoredItem) -> ThreadItem:
         """The ChatKit item of a stored one, its attachments' tokens put back."""
-        if stored.content is None and stored.extra is None:
+        content = self.tokens.issue_item(stored.content)
+        extra = self.tokens.issue_item(stored.extra)
+        if content is stored.content and extra is stored.extra:  # no attachments: no copy
             return chatkit_item(stored)
-        issued = dataclasses.replace(
-            stored,
-            content=self.tokens.issue_item(stored.content),
-            extra=self.tokens.issue_item(stored.extra),
-        )
-        return chatkit_item(issued)
+        return chatkit_item(dataclasses.replace(stored, content=content, extra=extra))
 
     # -- ids: the REST surface's prefixes --------------------------------------------------
 
