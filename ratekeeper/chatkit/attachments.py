@@ -3,13 +3,19 @@
 openai-chatkit handles ``attachments.create`` by asking the ``AttachmentStore`` for the
 attachment's metadata; in two-phase mode that metadata carries an ``upload_descriptor`` and the
 client then POSTs the bytes (``multipart/form-data``, field ``file``) to its URL. Here the URL
-is the protocol endpoint's own upload route, with a single-use random token standing in for a
+is the protocol endpoint's own upload route, with a single-use token standing in for a
 presigned URL's signature (the client secret never appears in a URL). The pending upload, the
 bytes and the metadata all live in the conversation store, so the upload may reach any worker or
 host, and the bytes are streamed into it, never held whole in memory.
 
-Images also get a ``preview_url``: the endpoint's preview route with a second random token that
+Images also get a ``preview_url``: the endpoint's preview route with a second token that
 only opens that image (an ``<img>`` cannot send an ``Authorization`` header).
+
+Both tokens are derived from the server's key (:class:`~ratekeeper._tokens.AttachmentTokens`)
+and never stored: the stored metadata keeps the URLs without them, and they are put back
+whenever an attachment is handed to a client. A token of the random kind earlier versions
+stored in the URLs is refused for previews; such a pending upload may still be finished until
+``--upload-timeout`` purges it.
 
 The session's ``file_upload`` limits are checked before the attachment exists (by the route,
 through the backend's ``reserve_upload``); this store checks that the bytes that arrive are no
@@ -21,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import secrets
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -36,6 +41,7 @@ from chatkit.types import (
 from pydantic import AnyUrl
 
 from .._secrets import new_id
+from .._tokens import AttachmentTokens
 from ..clock import Clock, SystemClock
 from ..errors import RatekeeperError
 from ..store import (
@@ -49,7 +55,8 @@ from .store import attachment_from_json, attachment_json, owned_attachment
 
 __all__ = ("ChatKitAttachmentStore", "UploadRefused")
 
-# Where the preview token's digest is kept in a stored attachment's data.
+# Present in a stored image attachment's data: its preview may be served. (Earlier versions
+# kept the digest of a random preview token here; any value now only marks the image.)
 _PREVIEW_KEY = "preview_token_sha256"
 
 
@@ -87,13 +94,22 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
     Args:
         conversations: the conversation store (the same one the ``ChatKitStore`` uses).
         clock: stamps new attachments (stale pending uploads are purged by age).
+        tokens: derives the upload and preview tokens; the same key on every worker and host
+            that shares the store (this process's own random key when ``None``).
 
     Holds no state of its own, so every worker may have one over the same shared store.
     """
 
-    def __init__(self, conversations: ConversationStore, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        *,
+        clock: Clock | None = None,
+        tokens: AttachmentTokens | None = None,
+    ) -> None:
         self.conversations = conversations
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self.tokens = tokens if tokens is not None else AttachmentTokens.for_this_process()
 
     def generate_attachment_id(self, mime_type: str, context: ChatKitContext) -> str:
         """Return a new attachment id, ``atc_`` and 128 random bits (the default has 32)."""
@@ -104,14 +120,14 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
     ) -> Attachment:
         """Create the metadata of a new attachment, with where to upload its bytes."""
         attachment_id = self.generate_attachment_id(input.mime_type, context)
-        token = secrets.token_urlsafe(32)
+        token = self.tokens.token("upload", attachment_id)
         descriptor = AttachmentUploadDescriptor.model_validate(
             {"url": context.upload_url(attachment_id, token), "method": "POST"}
         )
         data: dict[str, Any] = {}
         attachment: Attachment
         if input.mime_type.lower().startswith("image/"):
-            preview = secrets.token_urlsafe(32)
+            preview = self.tokens.token("preview", attachment_id)
             data[_PREVIEW_KEY] = _digest(preview).hex()
             attachment = ImageAttachment(
                 id=attachment_id,
@@ -127,7 +143,7 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
                 mime_type=input.mime_type,
                 upload_descriptor=descriptor,
             )
-        data["attachment"] = attachment_json(attachment)
+        data["attachment"] = self.tokens.strip_attachment(attachment_json(attachment))
         await self.conversations.save_attachment(
             StoredAttachment(
                 attachment_id,
@@ -164,7 +180,9 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
                 arrived than declared (413).
         """
         limit = pending.declared_bytes if pending.declared_bytes is not None else 0
-        attachment = attachment_from_json(pending).model_copy(update={"upload_descriptor": None})
+        attachment = attachment_from_json(pending, self.tokens).model_copy(
+            update={"upload_descriptor": None}
+        )
         try:
             # One atomic step ends the upload: the token is checked (single use), the bytes
             # switched in, and the metadata loses its upload descriptor.
@@ -173,7 +191,10 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
                 chunks,
                 max_bytes=limit,
                 upload_token_digest=pending.upload_token_digest,
-                data={**pending.data, "attachment": attachment_json(attachment)},
+                data={
+                    **pending.data,
+                    "attachment": self.tokens.strip_attachment(attachment_json(attachment)),
+                },
             )
         except AttachmentNotFound:
             raise _no_upload() from None
@@ -187,17 +208,18 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
         return attachment
 
     async def preview(self, attachment_id: str, token: str) -> StoredAttachment | None:
-        """Return the uploaded image ``token`` opens for preview, or ``None``."""
+        """Return the uploaded image ``token`` opens for preview, or ``None``.
+
+        The token must be the one derived from the key (compared in constant time, before the
+        store is asked): a random token an earlier version stored in a URL opens nothing.
+        """
+        if not self.tokens.check("preview", attachment_id, token):
+            return None
         try:
             stored = await self.conversations.get_attachment(attachment_id)
         except AttachmentNotFound:
             return None
-        expected = stored.data.get(_PREVIEW_KEY)
-        if (
-            not isinstance(expected, str)
-            or stored.size_bytes is None
-            or not hmac.compare_digest(expected, _digest(token).hex())
-        ):
+        if _PREVIEW_KEY not in stored.data or stored.size_bytes is None:
             return None
         return stored
 

@@ -50,6 +50,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .._redact import SHAPES, Redactor
+from .._tokens import AttachmentTokens
 from ..clock import Clock
 from ..errors import BackendError, InvalidParameter, SessionNotFound
 from ..gate import Gate
@@ -184,6 +185,9 @@ class ChatKitEndpoint:
         redactor: hides secrets in every error it answers; by default what is shaped like a
             client secret or a credential (the service passes its own, which knows its API
             keys too).
+        tokens: derives the upload and preview tokens (never stored); every worker and host
+            sharing ``conversations`` needs the same key (this process's own random key when
+            ``None``).
 
     Attributes:
         store: the ChatKit ``Store``.
@@ -205,6 +209,7 @@ class ChatKitEndpoint:
         public_url: str | None = None,
         clock: Clock | None = None,
         redactor: Redactor = SHAPES,
+        tokens: AttachmentTokens | None = None,
     ) -> None:
         if not path.startswith("/") or path.endswith("/"):
             raise ValueError(f"path must start with '/' and not end with one, got {path!r}")
@@ -215,8 +220,8 @@ class ChatKitEndpoint:
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.public_url = public_url.rstrip("/") if public_url is not None else None
-        self.store = ChatKitStore(conversations, clock=clock)
-        self.attachments = ChatKitAttachmentStore(conversations, clock=clock)
+        self.store = ChatKitStore(conversations, clock=clock, tokens=tokens)
+        self.attachments = ChatKitAttachmentStore(conversations, clock=clock, tokens=tokens)
         factory = server_factory if server_factory is not None else echo_server
         server = factory(self.store, self.attachments)
         if not isinstance(server, ChatKitServer):

@@ -16,6 +16,7 @@ attachment does not exist (``NotFoundError``), which also keeps ids from leaking
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMess
 from pydantic import TypeAdapter, ValidationError
 
 from .._secrets import new_id
+from .._tokens import AttachmentTokens
 from ..clock import Clock, SystemClock
 from ..errors import InvalidParameter
 from ..store import (
@@ -53,15 +55,21 @@ def attachment_json(attachment: Attachment) -> dict[str, Any]:
     return data
 
 
-def attachment_from_json(stored: StoredAttachment) -> Attachment:
-    """Return the ChatKit ``Attachment`` kept in a stored attachment's data.
+def attachment_from_json(stored: StoredAttachment, tokens: AttachmentTokens) -> Attachment:
+    """Return the ChatKit ``Attachment`` kept in a stored attachment's data, tokens put back.
+
+    The stored URLs have no token (:class:`~ratekeeper._tokens.AttachmentTokens`); the one
+    returned carries the upload and preview tokens ``tokens`` derives.
 
     Raises:
         NotFoundError: the data holds no attachment ChatKit can read (written by another
             program, say).
     """
     try:
-        return _ATTACHMENT.validate_python(stored.data.get("attachment"))
+        raw = stored.data.get("attachment")
+        if isinstance(raw, dict):
+            raw = tokens.issue_attachment(raw)
+        return _ATTACHMENT.validate_python(raw)
     except ValidationError:
         raise NotFoundError(f"Attachment {stored.id} not found") from None
 
@@ -110,6 +118,9 @@ class ChatKitStore(Store[ChatKitContext]):
         conversations: the conversation store the REST surface reads (memory, SQLite or
             PostgreSQL).
         clock: stamps attachment metadata; the system clock by default.
+        tokens: takes the upload and preview tokens out of the URLs it stores and puts them
+            back in those it returns; the same key as the ``ChatKitAttachmentStore``'s (this
+            process's own random key when ``None``).
 
     Automatic thread titling happens here, when a thread's first user message is saved, so it
     holds for any ``ChatKitServer`` built on this store. Holds no state of its own, so any
@@ -117,9 +128,24 @@ class ChatKitStore(Store[ChatKitContext]):
     event loop (the conversation store documents its own thread-safety).
     """
 
-    def __init__(self, conversations: ConversationStore, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        *,
+        clock: Clock | None = None,
+        tokens: AttachmentTokens | None = None,
+    ) -> None:
         self.conversations = conversations
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self.tokens = tokens if tokens is not None else AttachmentTokens.for_this_process()
+
+    def _item(self, stored: StoredItem) -> ThreadItem:
+        """The ChatKit item of a stored one, its attachments' tokens put back."""
+        content = self.tokens.issue_item(stored.content)
+        extra = self.tokens.issue_item(stored.extra)
+        if content is stored.content and extra is stored.extra:  # no attachments: no copy
+            return chatkit_item(stored)
+        return chatkit_item(dataclasses.replace(stored, content=content, extra=extra))
 
     # -- ids: the REST surface's prefixes --------------------------------------------------
 
@@ -247,7 +273,7 @@ class ChatKitStore(Store[ChatKitContext]):
             )
         except ThreadNotFound:
             raise NotFoundError(f"Thread {thread_id} not found") from None
-        items = [chatkit_item(stored) for stored in page.data]
+        items = [self._item(stored) for stored in page.data]
         return Page(data=items, has_more=page.has_more, after=_next_after(items, page.has_more))
 
     async def add_thread_item(
@@ -270,10 +296,10 @@ class ChatKitStore(Store[ChatKitContext]):
         try:
             return await self.conversations.add_item(
                 thread_id,
-                rest_content(item),
+                self.tokens.strip_item(rest_content(item)),
                 item_id=item.id,
                 created_at=unix_seconds(item.created_at),
-                extra=item.model_dump(mode="json"),
+                extra=self.tokens.strip_item(item.model_dump(mode="json")),
             )
         except ThreadNotFound:
             raise NotFoundError(f"Thread {thread_id} not found") from None
@@ -287,8 +313,8 @@ class ChatKitStore(Store[ChatKitContext]):
     async def save_item(self, thread_id: str, item: ThreadItem, context: ChatKitContext) -> None:
         """Replace an item of the user's thread in place (or add it if new)."""
         await self._owned(thread_id, context)
-        content = rest_content(item)
-        extra = item.model_dump(mode="json")
+        content = self.tokens.strip_item(rest_content(item))
+        extra = self.tokens.strip_item(item.model_dump(mode="json"))
         try:
             await self.conversations.update_item(thread_id, item.id, content, extra=extra)
             return
@@ -303,7 +329,7 @@ class ChatKitStore(Store[ChatKitContext]):
         """Return one item of the user's thread; raise ``NotFoundError`` if there is none."""
         await self._owned(thread_id, context)
         try:
-            return chatkit_item(await self.conversations.get_item(thread_id, item_id))
+            return self._item(await self.conversations.get_item(thread_id, item_id))
         except ThreadNotFound:
             raise NotFoundError(f"Item {item_id} not found in thread {thread_id}") from None
 
@@ -330,7 +356,7 @@ class ChatKitStore(Store[ChatKitContext]):
         An attachment's upload state (pending token, declared and stored size) is kept; a
         ``thread_id`` ties it to its thread, with which it is deleted.
         """
-        data = {"attachment": attachment_json(attachment)}
+        data = {"attachment": self.tokens.strip_attachment(attachment_json(attachment))}
         try:
             stored = await self.conversations.get_attachment(attachment.id)
         except AttachmentNotFound:
@@ -361,7 +387,9 @@ class ChatKitStore(Store[ChatKitContext]):
 
     async def load_attachment(self, attachment_id: str, context: ChatKitContext) -> Attachment:
         """Return the user's attachment metadata; raise ``NotFoundError`` for any other."""
-        return attachment_from_json(await self._owned_attachment(attachment_id, context))
+        return attachment_from_json(
+            await self._owned_attachment(attachment_id, context), self.tokens
+        )
 
     async def delete_attachment(self, attachment_id: str, context: ChatKitContext) -> None:
         """Delete the user's attachment: its metadata and its bytes.

@@ -23,6 +23,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._redact import Redactor
+from .._tokens import AttachmentTokens, load_or_create_key_file
 from ..backend import Backend, MemoryBackend
 from ..clock import Clock, SystemClock
 from ..engine import Engine
@@ -53,7 +55,7 @@ from .metrics_listener import MetricsListener
 from .middleware import RequestIdMiddleware
 from .responses import exception_handlers
 from .sessions import cancel_session, create_session
-from .settings import ServerSettings, SettingsError
+from .settings import ServerSettings, SettingsError, default_data_dir
 from .thread_routes import list_thread_items, list_threads, thread_resource
 
 if TYPE_CHECKING:
@@ -233,7 +235,8 @@ def create_app(
     owned_store: ConversationStore | None = None
     if store is None:
         store = owned_store = store_from_settings(settings, clock)
-    context = ServiceContext(settings, gate, store, api_keys, Redactor(keys))
+    tokens = _attachment_tokens(settings, owned=owned_store is not None)
+    context = ServiceContext(settings, gate, store, api_keys, Redactor(keys), tokens)
     openapi = openapi_document()
     # On the gate's registry, so the one /metrics shows the gate's and the service's metrics.
     http_metrics = HttpMetrics(gate.registry)
@@ -359,8 +362,33 @@ def _chatkit_protocol_routes(
             clock=clock,
             public_url=context.settings.public_url,
             redactor=context.redactor,
+            tokens=context.tokens,
         )
     )
+
+
+def _attachment_tokens(settings: ServerSettings, *, owned: bool) -> AttachmentTokens:
+    """The key of attachment tokens: ``--token-key``, else ``token.key`` in the data directory.
+
+    The file is created (mode 0600) when missing, so workers and restarts on one host agree;
+    hosts sharing a PostgreSQL store must share ``--token-key``. A store that lives only in
+    this process (``--store memory``, or one passed in without a ``--data-dir``) gets the
+    process's own random key.
+
+    Raises:
+        SettingsError: the key file cannot be read or created.
+    """
+    if settings.token_key is not None:
+        return AttachmentTokens(settings.token_key)
+    if settings.store == "memory" or (not owned and settings.data_dir is None):
+        return AttachmentTokens.for_this_process()
+    directory = Path(settings.data_dir) if settings.data_dir is not None else default_data_dir()
+    try:
+        return AttachmentTokens(load_or_create_key_file(directory))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(
+            f"cannot use the token key file in {directory}: {exc}; set --token-key"
+        ) from None
 
 
 def app_from_env() -> Starlette:

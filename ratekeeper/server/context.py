@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from .._redact import SHAPES, Redactor
+from .._tokens import AttachmentTokens
 from ..gate import Gate
 from ..store import ConversationStore
 from .auth import ApiKeys, check_beta
@@ -26,6 +27,8 @@ class ServiceContext:
         api_keys: the keys accepted on the REST surface.
         redactor: hides client secrets and these keys in every error body, log record and
             echoed request id (:mod:`ratekeeper._redact`).
+        tokens: derives attachment upload and preview tokens and puts them back into the
+            stored URLs the REST surface lists (:mod:`ratekeeper._tokens`).
 
     Immutable; its parts document their own thread-safety.
     """
@@ -35,6 +38,7 @@ class ServiceContext:
     store: ConversationStore
     api_keys: ApiKeys
     redactor: Redactor = field(default=SHAPES)
+    tokens: AttachmentTokens = field(default_factory=AttachmentTokens.for_this_process)
 
     @staticmethod
     def of(request: Request) -> ServiceContext:

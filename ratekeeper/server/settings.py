@@ -197,6 +197,13 @@ def _directory(text: str) -> str:
     return str(Path(text).expanduser())
 
 
+def _token_key(text: str) -> str:
+    # Never quotes the value: it is a secret.
+    if len(text.strip()) < 32:
+        raise ValueError("expected at least 32 characters")
+    return text.strip()
+
+
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Return where ``ratekeeper serve`` keeps its data when ``--data-dir`` is not given.
 
@@ -353,6 +360,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory of the default SQLite store and its attachment bytes, created when missing "
         "(default: $XDG_DATA_HOME/ratekeeper, else ~/.local/share/ratekeeper).",
         metavar="DIR",
+    ),
+    Setting(
+        "token_key",
+        "--token-key",
+        "RATEKEEPER_TOKEN_KEY",
+        _token_key,
+        "Key the attachment upload and preview tokens are derived from (at least 32 "
+        "characters; the same on every host sharing the store). Default: token.key in the "
+        "data directory, created when missing.",
+        metavar="KEY",
     ),
     Setting(
         "thread_retention_days",
@@ -570,6 +587,9 @@ class ServerSettings:
         store: the conversation store's URL; ``None`` for the default SQLite file in
             ``data_dir`` (see :attr:`store_url`).
         data_dir: directory of the default SQLite store (``None``: :func:`default_data_dir`).
+        token_key: key of the attachment upload and preview tokens (``None``: ``token.key``
+            in the data directory, created when missing; a random key with
+            ``--store memory``).
         thread_retention_days: delete threads this many days after creation (``None``: never).
         upload_timeout_s: delete attachments not uploaded, or in no message, after this long.
         store_timeout_s: longest wait on the store's database for one operation.
@@ -608,6 +628,7 @@ class ServerSettings:
     redis_circuit_probe_s: float = 0.5
     store: str | None = None
     data_dir: str | None = None
+    token_key: str | None = None
     thread_retention_days: float | None = None
     upload_timeout_s: float = 3600.0
     store_timeout_s: float = 10.0
@@ -654,6 +675,8 @@ class ServerSettings:
         shown = ", ".join(
             f"{f.name}=<{len(self.api_keys)} key(s)>"
             if f.name == "api_keys"
+            else f"{f.name}=<hidden>"
+            if f.name == "token_key" and self.token_key is not None
             else f"{f.name}={_hide_password(getattr(self, f.name))!r}"
             if f.name in ("backend", "store") and getattr(self, f.name) is not None
             else f"{f.name}={getattr(self, f.name)!r}"
@@ -781,5 +804,5 @@ def setting_value(setting: Setting, text: str) -> Any:
     try:
         return setting.parse(text)
     except ValueError as exc:
-        shown = "" if setting.field == "api_keys" else f": {exc}"
+        shown = "" if setting.field == "api_keys" else f": {exc}"  # token_key's never quotes
         raise SettingsError(f"invalid {setting.env} / {setting.flag}{shown}") from None

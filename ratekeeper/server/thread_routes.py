@@ -45,6 +45,13 @@ async def list_threads(request: Request) -> JSONResponse:
     return JSONResponse(_envelope(page))
 
 
+def _items_envelope(page: Page[Any], ctx: ServiceContext) -> dict[str, Any]:
+    """:func:`_envelope` of items, their attachments' upload and preview tokens put back."""
+    envelope = _envelope(page)
+    envelope["data"] = [ctx.tokens.issue_item(item) for item in envelope["data"]]
+    return envelope
+
+
 async def retrieve_thread(request: Request) -> JSONResponse:
     """Return one thread (``GetThreadMethod``)."""
     ctx = ServiceContext.of(request)
@@ -83,4 +90,4 @@ async def list_thread_items(request: Request) -> JSONResponse:
         after=query.after,
         before=query.before,
     )
-    return JSONResponse(_envelope(page))
+    return JSONResponse(_items_envelope(page, ctx))
