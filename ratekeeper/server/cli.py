@@ -148,10 +148,18 @@ def store_announcement(settings: ServerSettings) -> str:
             "they are lost when the service stops."
         )
     where = "the default store" if settings.store is None else "the store"
-    return (
+    line = (
         f"ratekeeper: threads, items and attachments are kept in {where} {url}; sessions are "
         f"kept {'in memory (lost on restart)' if settings.uses_memory else 'in Redis'}."
     )
+    if settings.token_key is None and (settings.store or "").startswith("postgres"):
+        # The one store several hosts share: a key file per host would make each refuse the
+        # attachment URLs the others hand out.
+        line += (
+            " Attachment URLs are signed with the key file token.key of this host's data "
+            "directory: every host sharing this store needs the same key (--token-key)."
+        )
+    return line
 
 
 class _NotReady(RatekeeperError):

@@ -268,6 +268,17 @@ def test_start_says_where_conversation_state_lives(tmp_path: Path) -> None:
     assert "lost when the service stops" in store_announcement(ServerSettings(store="memory"))
 
 
+def test_start_says_hosts_sharing_postgresql_need_one_token_key(tmp_path: Path) -> None:
+    """With a PostgreSQL store and no --token-key, the start-up line says hosts need one key."""
+    postgres = "postgresql://u@db/rk"
+    assert "--token-key" in store_announcement(ServerSettings(store=postgres))
+    keyed = ServerSettings(store=postgres, token_key="k" * 40)
+    assert "--token-key" not in store_announcement(keyed)
+    assert "k" * 40 not in store_announcement(keyed)
+    sqlite = ServerSettings(data_dir=str(tmp_path))
+    assert "--token-key" not in store_announcement(sqlite)
+
+
 def test_several_workers_need_a_shared_store() -> None:
     """--workers > 1 with --store memory is a settings error naming the fix."""
     with pytest.raises(SettingsError, match="needs a shared store"):
