@@ -32,8 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two workers, one test file each at a time: the suite mostly waits on services starting.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 serve: $(SERVE_STAMP)
 	$(BIN)/ratekeeper serve --host $(HOST) --port $(PORT)

@@ -25,7 +25,9 @@ SECRET = new_client_secret()
 REDACTOR = Redactor([GENERATED_KEY, ODD_KEY])
 
 
-@pytest.mark.parametrize("needle", [SECRET, GENERATED_KEY, ODD_KEY])
+@pytest.mark.parametrize(
+    "needle", [SECRET, GENERATED_KEY, ODD_KEY], ids=["secret", "generated_key", "odd_key"]
+)
 @pytest.mark.parametrize("where", ["{}", "/v1/chatkit/threads/{}/items", "x={}&y=1", "'{}'"])
 def test_every_form_of_a_secret_or_key_is_hidden(needle: str, where: str) -> None:
     """Plain, percent-encoded (either case), repr() of str and bytes, JSON: all hidden."""
