@@ -1,6 +1,6 @@
 """Parsing and validating a create-session body: this checkout against a baseline, one process.
 
-Times ``ratekeeper.server.models.parse_create_session`` (pydantic-core's JSON parser and the
+Times ``ratekeeper.server._models.parse_create_session`` (pydantic-core's JSON parser and the
 strict pydantic models) on a minimal and a full ``CreateChatSessionBody``; with
 ``--baseline-src PATH``, also the baseline's ``parse_json`` + ``parse_create_session`` (the
 hand-written checks, loaded from ``PATH/ratekeeper/server/validation.py``), the two
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ratekeeper.server.models import parse_create_session
+from ratekeeper.server._models import parse_create_session
 
 MINIMAL = b'{"user": "bench", "workflow": {"id": "wf_bench"}}'
 FULL = json.dumps(

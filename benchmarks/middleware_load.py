@@ -1,7 +1,7 @@
 """Middleware overhead on a real server under load: requests/s guarded vs unguarded, one run.
 
 Starts two uvicorn processes serving the same Starlette app, one bare and one behind
-:class:`~ratekeeper.middleware.RatekeeperMiddleware` (memory engine, sweeper running, metrics
+:class:`~ratekeeper.RatekeeperMiddleware` (memory engine, sweeper running, metrics
 counted), both pinned to CPU 0, and drives them in alternation from CPU 1 with ``wrk`` when it
 is installed (``apt-get install wrk``), else with a small bounded asyncio load generator (which
 may saturate before the server does: the report says which one ran). Every request carries the

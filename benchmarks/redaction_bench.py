@@ -30,9 +30,9 @@ _WORKER = r"""
 import json, logging, sys, time
 contender = sys.argv[1]
 number = int(sys.argv[2])
-import ratekeeper.server.logs
-from ratekeeper.server.logs import RedactSecrets
-assert ratekeeper.server.logs.__file__.startswith(sys.argv[3]), ratekeeper.server.logs.__file__
+import ratekeeper.server._logs
+from ratekeeper.server._logs import RedactSecrets
+assert ratekeeper.server._logs.__file__.startswith(sys.argv[3]), ratekeeper.server._logs.__file__
 if contender == "new":
     from ratekeeper._redact import Redactor
 else:
@@ -69,7 +69,7 @@ if contender == "none":
 elif Redactor is not None:
     hide = Redactor(keys).echo
 else:
-    from ratekeeper.server.responses import redact as hide
+    from ratekeeper.server._responses import redact as hide
 started = time.perf_counter_ns()
 for _ in range(number):
     hide(text)

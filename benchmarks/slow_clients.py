@@ -56,7 +56,7 @@ _SDK_HEADERS = {
 }
 PROTOCOLS = {
     "stock httptools": "httptools",
-    "LimitedHTTPProtocol": "ratekeeper.server.protocol:LimitedHTTPProtocol",
+    "LimitedHTTPProtocol": "ratekeeper.server._protocol:LimitedHTTPProtocol",
 }
 
 
@@ -77,7 +77,7 @@ def _start(http: str, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes
             "-m",
             "uvicorn",
             "--factory",
-            "ratekeeper.server.app:app_from_env",
+            "ratekeeper.server._app:app_from_env",
             "--http",
             http,
             "--no-access-log",
@@ -194,7 +194,7 @@ async def _per_request_us(protocol: str, request: bytes, calls: int) -> float:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from ratekeeper.server.protocol import ConnectionLimits, LimitedHTTPProtocol
+    from ratekeeper.server._protocol import ConnectionLimits, LimitedHTTPProtocol
 
     config = Config(app=_tiny_app, lifespan="off", access_log=False, log_level="critical")
     config.load()

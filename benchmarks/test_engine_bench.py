@@ -4,9 +4,9 @@ Run with ``.venv/bin/pytest benchmarks -q --benchmark-only`` (``make bench``). T
 measurements, not tests: nothing here asserts on a duration. ``make test`` never collects this
 directory (``testpaths = ["tests"]``).
 
-Admission runs on :class:`~ratekeeper.clock.SystemClock`, the clock a deployment uses, so the
+Admission runs on :class:`~ratekeeper.SystemClock`, the clock a deployment uses, so the
 figures include reading the monotonic clock. Creation and sweeping run on a
-:class:`~ratekeeper.clock.ManualClock`, which lets a million sessions fall due at once without
+:class:`~ratekeeper.ManualClock`, which lets a million sessions fall due at once without
 waiting ten minutes.
 """
 
@@ -24,7 +24,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from ratekeeper import Engine, ManualClock
-from ratekeeper.types import Decision, Reason
+from ratekeeper._types import Decision, Reason
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,11 +1,16 @@
-"""ratekeeper: exact per-session rate limits and session expiry, in process or on Redis."""
+"""ratekeeper: exact per-session rate limits and session expiry, in process or on Redis.
+
+The public names are the ones in ``__all__`` here and in the facades ``ratekeeper.server``,
+``ratekeeper.chatkit``, ``ratekeeper.redis``, ``ratekeeper.store`` and ``ratekeeper.testing``;
+every module whose name starts with an underscore is private and may change in any release.
+"""
 
 from __future__ import annotations
 
-from .backend import Backend, MemoryBackend
-from .clock import Clock, LoopClock, ManualClock, SystemClock
-from .engine import Engine, EngineStatistics, Expired
-from .errors import (
+from ._backend import Admission, Backend, Cancellation, CircuitStatistics, MemoryBackend
+from ._clock import Clock, LoopClock, ManualClock, SystemClock
+from ._engine import Engine, EngineStatistics, Expired, Flipped
+from ._errors import (
     BackendError,
     CapacityExceeded,
     GateRejection,
@@ -17,11 +22,12 @@ from .errors import (
     SessionNotFound,
     UnknownSession,
 )
-from .gate import Gate
-from .metrics import GateMetrics, metrics_app
-from .middleware import RatekeeperMiddleware
-from .ratelimit_headers import Verdict
-from .types import (
+from ._gate import FAIL_OPEN_DECISION, ExpiryCallback, Gate
+from ._metrics import GateMetrics, MetricsApp, metrics_app
+from ._middleware import RatekeeperMiddleware
+from ._moved import register_moved as _register_moved
+from ._ratelimit_headers import Verdict, refusal_headers
+from ._types import (
     WINDOW_S,
     Decision,
     FileUploadLimits,
@@ -30,19 +36,26 @@ from .types import (
     Session,
     SessionStatus,
     UploadDecision,
+    UploadReason,
 )
 
 __all__ = (
+    "FAIL_OPEN_DECISION",
     "WINDOW_S",
+    "Admission",
     "Backend",
     "BackendError",
+    "Cancellation",
     "CapacityExceeded",
+    "CircuitStatistics",
     "Clock",
     "Decision",
     "Engine",
     "EngineStatistics",
     "Expired",
+    "ExpiryCallback",
     "FileUploadLimits",
+    "Flipped",
     "Gate",
     "GateMetrics",
     "GateRejection",
@@ -51,6 +64,7 @@ __all__ = (
     "LoopClock",
     "ManualClock",
     "MemoryBackend",
+    "MetricsApp",
     "RateLimited",
     "RatekeeperError",
     "RatekeeperMiddleware",
@@ -63,6 +77,28 @@ __all__ = (
     "SystemClock",
     "UnknownSession",
     "UploadDecision",
+    "UploadReason",
     "Verdict",
     "metrics_app",
+    "refusal_headers",
+)
+
+# The module paths of before 0.1.0, for one release (see ._moved).
+_register_moved(
+    __name__,
+    {
+        name: f"_{name}"
+        for name in (
+            "backend",
+            "clock",
+            "engine",
+            "errors",
+            "gate",
+            "metrics",
+            "middleware",
+            "ratelimit_headers",
+            "types",
+            "window",
+        )
+    },
 )

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ("main",)
-
 
 def main() -> int:
     """Run the ``ratekeeper`` command line (``ratekeeper serve --help``)."""
-    from .server.cli import main as cli_main
+    from .server._cli import main as cli_main
 
     return cli_main(sys.argv[1:])
 

@@ -9,24 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InvalidParameter
-from .types import FileUploadLimits, HistoryLimits
-
-__all__ = (
-    "DEFAULT_FILE_UPLOAD",
-    "DEFAULT_HISTORY",
-    "MAX_EXPIRES_AFTER_S",
-    "MAX_FILE_SIZE_MB",
-    "MAX_JSON_INT",
-    "check_bool",
-    "check_enum",
-    "check_int",
-    "check_known",
-    "check_object",
-    "check_str",
-    "require",
-    "validate_limits",
-)
+from ._errors import InvalidParameter
+from ._types import FileUploadLimits, HistoryLimits
 
 #: The limits a session gets when none are given: one shared, frozen (so valid once, valid
 #: always) value each, which :func:`validate_limits` recognises without looking inside.

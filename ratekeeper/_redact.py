@@ -2,7 +2,7 @@
 
 Every exit of the service goes through a :class:`Redactor`: error bodies (REST and
 ``POST /chatkit``, including messages that quote a client's input), every log record whatever
-its arguments' types (:class:`ratekeeper.server.logs.RedactSecrets`), tracebacks, and the rule
+its arguments' types (:class:`ratekeeper.server.RedactSecrets`), tracebacks, and the rule
 that refuses to echo an incoming ``x-request-id`` shaped like a credential.
 
 It hides:
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-
-__all__ = ("MASK", "MAX_ECHO", "SHAPES", "Redactor")
 
 #: What replaces a hidden value.
 MASK = "…"

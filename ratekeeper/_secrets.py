@@ -31,8 +31,6 @@ import hashlib
 import os
 import secrets
 
-__all__ = ("new_client_secret", "new_id", "secret_digest", "session_id_for")
-
 _sha256 = hashlib.sha256
 # What secrets.token_bytes returns (it is os.urandom, the OS's CSPRNG), without its frame.
 _token_bytes = os.urandom

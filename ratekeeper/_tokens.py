@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-__all__ = ("MIN_KEY_LENGTH", "AttachmentTokens", "load_or_create_key_file")
-
 #: Shortest key accepted (characters): 32 base64url characters hold 192 bits.
 MIN_KEY_LENGTH = 32
 _PURPOSES = ("upload", "preview")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ("hide_password", "hide_url_secrets")
-
 # redis-py and libpq also read a password from the query string (unix:///path?password=...).
 _PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 

@@ -23,12 +23,12 @@ from hypothesis.stateful import (
 )
 
 from ratekeeper import CapacityExceeded, Engine, ManualClock, SessionStatus
+from ratekeeper._engine import _session
+from ratekeeper._errors import InvalidParameter
 from ratekeeper._params import validate_limits
 from ratekeeper._secrets import session_id_for
-from ratekeeper.engine import _session
-from ratekeeper.errors import InvalidParameter
-from ratekeeper.redis.keys import session_id_for as redis_session_id_for
-from ratekeeper.types import FileUploadLimits, HistoryLimits, Session
+from ratekeeper._types import FileUploadLimits, HistoryLimits, Session
+from ratekeeper.redis import session_id_for as redis_session_id_for
 
 START = 1_700_000_000.0
 

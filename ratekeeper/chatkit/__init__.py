@@ -24,22 +24,25 @@ with warnings.catch_warnings():
     )
     import chatkit.server  # noqa: F401 - imported here, under the filter, for every submodule
 
-from .attachments import ChatKitAttachmentStore, UploadRefused
-from .context import ChatKitContext
-from .gateway import admit_authorization, bearer_secret, check_authorization, verdict_response
-from .limits import ChatKitLimitError, thread_title
-from .responder import EchoChatKitServer, adopt_stored_title, echo_text
-from .route import (
+from .._moved import register_moved as _register_moved
+from .._tokens import AttachmentTokens
+from ._attachments import ChatKitAttachmentStore, UploadRefused
+from ._context import ChatKitContext
+from ._gateway import admit_authorization, bearer_secret, check_authorization, verdict_response
+from ._limits import ChatKitLimitError, thread_title
+from ._responder import EchoChatKitServer, adopt_stored_title, echo_text
+from ._route import (
     DEFAULT_MAX_BODY_BYTES,
     ChatKitEndpoint,
     ServerFactory,
     chatkit_routes,
     echo_server,
 )
-from .store import ChatKitStore
+from ._store import ChatKitStore
 
 __all__ = (
     "DEFAULT_MAX_BODY_BYTES",
+    "AttachmentTokens",
     "ChatKitAttachmentStore",
     "ChatKitContext",
     "ChatKitEndpoint",
@@ -57,4 +60,22 @@ __all__ = (
     "echo_text",
     "thread_title",
     "verdict_response",
+)
+
+# The module paths of before 0.1.0, for one release (see ratekeeper._moved).
+_register_moved(
+    __name__,
+    {
+        name: f"_{name}"
+        for name in (
+            "attachments",
+            "context",
+            "gateway",
+            "limits",
+            "responder",
+            "rest_shapes",
+            "route",
+            "store",
+        )
+    },
 )

@@ -26,14 +26,12 @@ from redis.exceptions import BusyLoadingError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import BackendError
+from .._errors import BackendError
 from ._circuit import Circuit
 from ._scripts import DRIVER_ERRORS, Script, ScriptRunner, wrap
 
 # Transport failures: every call queued behind one would meet the same one, a timeout later.
 _TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-
-__all__ = ("PipelineBatcher", "ScriptBatcher", "bulk")
 
 
 def bulk(value: bytes) -> bytes:

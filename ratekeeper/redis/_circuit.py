@@ -3,7 +3,7 @@
 A Redis that stops answering (``SIGSTOP``, a network partition that drops packets, a server
 stuck in a slow command) makes every command wait the client's ``socket_timeout`` (2 s by
 default) before it fails. After ``failures`` such timeouts in a row the circuit **opens**: every
-operation then fails at once with :class:`~ratekeeper.errors.BackendError`, without touching
+operation then fails at once with :class:`~ratekeeper.BackendError`, without touching
 the network, so the gate answers 503 (or admits, failing open) immediately. Meanwhile one
 background task probes Redis with ``PING``, one at a time, ``probe_interval_s`` apart; the
 first answer **closes** the circuit, as does any command that was already in flight and comes
@@ -23,11 +23,9 @@ import logging
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..backend import CircuitStatistics
-from ..errors import BackendError
+from .._backend import CircuitStatistics
+from .._errors import BackendError
 from ._scripts import DRIVER_ERRORS, Client
-
-__all__ = ("Circuit",)
 
 _logger = logging.getLogger("ratekeeper.redis")
 

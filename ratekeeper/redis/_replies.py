@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..types import (
+from .._types import (
     INFINITY,
     WINDOW_S,
     Decision,
@@ -15,9 +15,7 @@ from ..types import (
     Session,
     SessionStatus,
 )
-from ..window import unknown_decision
-
-__all__ = ("US", "admitted_session", "decision", "snapshot", "text")
+from .._window import unknown_decision
 
 #: Microseconds per second: every time in Redis is an integer number of microseconds.
 US = 1_000_000

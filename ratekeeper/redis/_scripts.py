@@ -19,12 +19,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from ..errors import BackendError
+from .._errors import BackendError
 
 if TYPE_CHECKING:
     from ._circuit import Circuit
-
-__all__ = ("SCRIPT_NAMES", "Call", "Client", "Script", "ScriptRunner", "load_scripts", "wrap")
 
 #: The clients the backend runs on: a server, or a cluster.
 Client: TypeAlias = Redis | RedisCluster

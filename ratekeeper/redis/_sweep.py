@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import EngineStatistics, Expired
+from .._engine import EngineStatistics, Expired
+from ._keys import KeySpace
 from ._replies import US, snapshot, text
 from ._scripts import Call, ScriptRunner
-from .keys import KeySpace
-
-__all__ = ("MAX_SWEEP_BATCH", "SharedSweep")
 
 #: Most sessions one sweep call flips: keeps every script short (Redis is single-threaded).
 MAX_SWEEP_BATCH = 1_000

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..clock import Clock
 from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
 from ._memory import MemoryStore
 from ._values import (
@@ -40,6 +39,7 @@ from ._values import (
 )
 
 if TYPE_CHECKING:  # imported on first use at run time (see __getattr__ below)
+    from .._clock import Clock
     from ._sql import SQLStore
 
 __all__ = (

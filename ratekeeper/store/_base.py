@@ -18,7 +18,7 @@ Pagination (``limit``, ``order``, ``after``, ``before``), the same for threads a
 
 A cursor may name an entry deleted since the previous page (listing and deleting in one loop is
 common): the positions of deleted threads and items are remembered for a while. A cursor naming
-no entry at all is :class:`~ratekeeper.errors.InvalidParameter` with ``param`` the cursor's name.
+no entry at all is :class:`~ratekeeper.InvalidParameter` with ``param`` the cursor's name.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._values import ACTIVE, Page, StoredAttachment, StoredItem, StoredThread, ThreadStatus
-
-__all__ = ("UNSET", "ConversationStore", "Order", "PurgeResult", "Unset")
 
 Order = Literal["asc", "desc"]
 

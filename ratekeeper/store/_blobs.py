@@ -26,12 +26,10 @@ import anyio
 from sqlalchemy import ColumnElement, Connection, delete, exists, func, insert, select, tuple_
 from sqlalchemy import exc as sa_exc
 
-from ..clock import Clock
+from .._clock import Clock
 from ._database import Run
 from ._schema import attachment_chunks, attachments
 from ._values import AttachmentNotFound, AttachmentTooLarge, StoredAttachment, StoreUnavailable
-
-__all__ = ("CHUNK_BYTES", "ChunkBlobs", "FileBlobs", "Finish")
 
 #: Bytes per block written and read (and per ``attachment_chunks`` row).
 CHUNK_BYTES = 256 * 1024

@@ -35,8 +35,6 @@ from .._urls import hide_password, hide_url_secrets
 from ._schema import lock_for_migration, migrate
 from ._values import StoreUnavailable, UnstorableValue
 
-__all__ = ("Database", "Run", "driver_url")
-
 R = TypeVar("R")
 
 #: Execution option marking a write transaction (SQLite begins it IMMEDIATE).

@@ -14,12 +14,10 @@ from typing import Any, Literal, TypeAlias
 
 from sqlalchemy import ColumnElement, Connection, Row, Select, delete, insert, select, tuple_
 
-from ..errors import InvalidParameter
+from .._errors import InvalidParameter
 from ._base import Order
 from ._database import Run
 from ._schema import tombstones
-
-__all__ = ("AnyRow", "Kind", "bury", "check_page", "forget", "forget_items", "page", "position")
 
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 #: What a tombstone marks: a thread (scope ``""``) or an item (scope: its thread's id).

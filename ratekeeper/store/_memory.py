@@ -14,9 +14,9 @@ from typing import Any, Generic, TypeVar
 
 from sortedcontainers import SortedKeyList
 
+from .._clock import Clock, SystemClock
+from .._errors import InvalidParameter
 from .._secrets import new_id
-from ..clock import Clock, SystemClock
-from ..errors import InvalidParameter
 from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
 from ._values import (
     ACTIVE,
@@ -32,8 +32,6 @@ from ._values import (
     checked_created_at,
     json_copy,
 )
-
-__all__ = ("MemoryStore",)
 
 #: How many deleted threads (and items) keep their position for cursors.
 _TOMBSTONES = 10_000

@@ -28,28 +28,6 @@ from ._values import (
     ThreadStatus,
 )
 
-__all__ = (
-    "Blobs",
-    "add_item",
-    "count_threads",
-    "delete_attachments",
-    "delete_item",
-    "delete_threads",
-    "finish_upload",
-    "get_attachment",
-    "get_item",
-    "get_thread",
-    "insert_thread",
-    "list_items",
-    "list_threads",
-    "purge_attachments",
-    "purge_threads",
-    "save_attachment",
-    "update_attachment",
-    "update_item",
-    "update_thread",
-)
-
 Blobs = FileBlobs | ChunkBlobs
 
 _THREAD = (

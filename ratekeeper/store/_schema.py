@@ -50,21 +50,6 @@ from sqlalchemy.types import TypeEngine
 
 from ._values import StoreSchemaError
 
-__all__ = (
-    "ADVISORY_LOCK",
-    "SCHEMA_VERSION",
-    "UPGRADES",
-    "attachment_chunks",
-    "attachments",
-    "items",
-    "lock_for_migration",
-    "metadata",
-    "migrate",
-    "schema_version",
-    "threads",
-    "tombstones",
-)
-
 #: The version of the tables below.
 SCHEMA_VERSION = 1
 

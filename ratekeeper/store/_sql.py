@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
+from .._clock import Clock, SystemClock
 from .._secrets import new_id
-from ..clock import Clock, SystemClock
 from . import _operations as ops
 from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
 from ._blobs import ChunkBlobs, FileBlobs
@@ -46,8 +46,6 @@ from ._values import (
     checked_created_at,
     json_copy,
 )
-
-__all__ = ("SQLStore",)
 
 #: Threads (with their items and attachments) deleted per transaction by :meth:`purge`.
 _THREAD_BATCH = 100

@@ -18,28 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from ..errors import BackendError, RatekeeperError
-
-__all__ = (
-    "ACTIVE",
-    "ITEM_TYPES",
-    "AttachmentNotFound",
-    "AttachmentTooLarge",
-    "Page",
-    "StoreSchemaError",
-    "StoreUnavailable",
-    "StoredAttachment",
-    "StoredItem",
-    "StoredThread",
-    "ThreadNotFound",
-    "ThreadStatus",
-    "UnstorableValue",
-    "assistant_message",
-    "check_content",
-    "checked_created_at",
-    "json_copy",
-    "user_message",
-)
+from .._errors import BackendError, RatekeeperError
 
 #: The ``type`` of every thread item the REST schema knows.
 ITEM_TYPES = (
@@ -111,7 +90,7 @@ class UnstorableValue(RatekeeperError, ValueError):
 class StoreUnavailable(BackendError):
     """Raised when the conversation store's database cannot be reached or times out.
 
-    A :class:`~ratekeeper.errors.BackendError`, so the service answers it as it answers a
+    A :class:`~ratekeeper.BackendError`, so the service answers it as it answers a
     failing session backend: 503, never a 500. The driver's error is the cause.
     """
 

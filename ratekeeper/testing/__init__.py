@@ -1,11 +1,11 @@
 """Testing apps built on ratekeeper: a live service on a manual clock, fault injection, fixtures.
 
 * :func:`serve` runs the real service (uvicorn on a free loopback port, in a thread of the
-  test's process) in development mode on a :class:`~ratekeeper.clock.ManualClock`, and yields a
+  test's process) in development mode on a :class:`~ratekeeper.ManualClock`, and yields a
   :class:`LiveServer`: ``base_url`` for ``OpenAI(base_url=...)``, ``chatkit_url``,
   ``api_key``, ``clock.advance(seconds)``, ``faults.inject(...)``, ``requests``,
   ``create_session(...)``. :func:`connect` drives a ``ratekeeper serve --dev`` started elsewhere.
-* :class:`ManualGate` is a :class:`~ratekeeper.gate.Gate` over an in-memory engine on a manual
+* :class:`ManualGate` is a :class:`~ratekeeper.Gate` over an in-memory engine on a manual
   clock, for library code (asyncio and trio).
 * The pytest plugin (:mod:`ratekeeper.testing.plugin`, registered through the ``pytest11``
   entry point) gives them as the fixtures ``ratekeeper_server``, ``ratekeeper_shared_server``
@@ -24,8 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._gate import ManualGate
-    from ._server import (
+    from ._live_server import (
         CreatedSession,
         DevRouteError,
         Faults,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
         connect,
         serve,
     )
+    from ._manual_gate import ManualGate
 
 __all__ = (
     "CreatedSession",
@@ -47,14 +47,14 @@ __all__ = (
 )
 
 _HOMES = {
-    "ManualGate": "._gate",
-    "CreatedSession": "._server",
-    "DevRouteError": "._server",
-    "Faults": "._server",
-    "LiveServer": "._server",
-    "RemoteClock": "._server",
-    "connect": "._server",
-    "serve": "._server",
+    "ManualGate": "._manual_gate",
+    "CreatedSession": "._live_server",
+    "DevRouteError": "._live_server",
+    "Faults": "._live_server",
+    "LiveServer": "._live_server",
+    "RemoteClock": "._live_server",
+    "connect": "._live_server",
+    "serve": "._live_server",
 }
 
 

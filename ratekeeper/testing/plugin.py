@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ._gate import ManualGate
-    from ._server import LiveServer
+    from ._live_server import LiveServer
+    from ._manual_gate import ManualGate
 
 __all__ = ("ratekeeper_gate", "ratekeeper_server", "ratekeeper_shared_server")
 

@@ -18,7 +18,7 @@ from chatkit.types import AttachmentCreateParams, ImageAttachment
 
 from ratekeeper._tokens import AttachmentTokens, load_or_create_key_file
 from ratekeeper.chatkit import ChatKitAttachmentStore, ChatKitStore
-from ratekeeper.server.settings import SETTINGS, ServerSettings, SettingsError, setting_value
+from ratekeeper.server._settings import SETTINGS, ServerSettings, SettingsError, setting_value
 from ratekeeper.store import ConversationStore
 
 from .conftest import context

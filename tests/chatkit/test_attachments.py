@@ -22,8 +22,8 @@ from chatkit.types import (
     ThreadMetadata,
 )
 
+from ratekeeper._errors import RatekeeperError
 from ratekeeper.chatkit import ChatKitAttachmentStore, ChatKitContext, ChatKitStore, UploadRefused
-from ratekeeper.errors import RatekeeperError
 from ratekeeper.store import AttachmentNotFound, ConversationStore
 
 from .conftest import context

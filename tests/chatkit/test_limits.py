@@ -11,7 +11,7 @@ import json
 import pytest
 
 from ratekeeper import Engine, ManualClock, MemoryBackend, UploadDecision
-from ratekeeper.errors import BackendError, SessionNotFound
+from ratekeeper._errors import BackendError, SessionNotFound
 from ratekeeper.server import ServerSettings, create_app
 from ratekeeper.store import MemoryStore
 from tests.server.conftest import API_KEY, Live, serve

@@ -21,6 +21,8 @@ from ratekeeper import (
     RatekeeperError,
     UploadDecision,
 )
+from ratekeeper._gate import FAIL_OPEN_DECISION
+from ratekeeper._ratelimit_headers import fail_open_verdict, missing_secret_verdict
 from ratekeeper.chatkit import (
     ChatKitLimitError,
     bearer_secret,
@@ -28,15 +30,13 @@ from ratekeeper.chatkit import (
     thread_title,
     verdict_response,
 )
-from ratekeeper.chatkit.limits import (
+from ratekeeper.chatkit._limits import (
     check_upload_size,
     history_refusal,
     page_after,
     recent_window,
     upload_refusal,
 )
-from ratekeeper.gate import FAIL_OPEN_DECISION
-from ratekeeper.ratelimit_headers import fail_open_verdict, missing_secret_verdict
 
 
 def message(*texts: str, attachments: tuple[str, ...] = ()) -> UserMessageItem:

@@ -54,7 +54,7 @@ from pydantic import AnyUrl
 
 from ratekeeper import HistoryLimits
 from ratekeeper.chatkit import ChatKitContext, ChatKitStore
-from ratekeeper.chatkit.rest_shapes import chatkit_item
+from ratekeeper.chatkit._rest_shapes import chatkit_item
 from ratekeeper.store import ConversationStore, StoredItem, ThreadStatus, user_message
 from tests.server.conftest import Schemas
 

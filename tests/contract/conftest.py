@@ -1,8 +1,8 @@
 """Fixtures for the backend contract suite: one set of cases, every backend.
 
 Each backend under test registers an async maker in ``MAKERS``: given a
-:class:`~ratekeeper.clock.ManualClock` and engine options, it returns a fresh, empty
-:class:`~ratekeeper.backend.Backend` that takes its time from that clock. The cases drive the
+:class:`~ratekeeper.ManualClock` and engine options, it returns a fresh, empty
+:class:`~ratekeeper.Backend` that takes its time from that clock. The cases drive the
 backend through a :class:`Harness`, which runs the async calls on an event loop in a blocking
 portal; that keeps the cases (and hypothesis' stateful machine) plain synchronous code.
 """
@@ -17,7 +17,7 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
-from ratekeeper.backend import Backend
+from ratekeeper._backend import Backend
 from tests.redis.servers import make_redis, make_redis_cluster
 
 T = TypeVar("T")

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from ratekeeper import BackendError, Engine, Gate, ManualClock
-from ratekeeper.backend import Admission, Cancellation, MemoryBackend
-from ratekeeper.engine import EngineStatistics, Expired
-from ratekeeper.types import Decision, FileUploadLimits, HistoryLimits, Session, UploadDecision
+from ratekeeper._backend import Admission, Cancellation, MemoryBackend
+from ratekeeper._engine import EngineStatistics, Expired
+from ratekeeper._types import Decision, FileUploadLimits, HistoryLimits, Session, UploadDecision
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -21,7 +21,7 @@ from ratekeeper import (
     SessionNotFound,
     UnknownSession,
 )
-from ratekeeper.gate import FAIL_OPEN_DECISION
+from ratekeeper._gate import FAIL_OPEN_DECISION
 
 pytestmark = pytest.mark.anyio
 

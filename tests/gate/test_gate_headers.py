@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratekeeper.ratelimit_headers import (
+from ratekeeper._ratelimit_headers import (
     Verdict,
     backend_unavailable_verdict,
     encoded_headers,
@@ -22,7 +22,7 @@ from ratekeeper.ratelimit_headers import (
     retry_headers,
     verdict_for,
 )
-from ratekeeper.types import Decision, Reason
+from ratekeeper._types import Decision, Reason
 
 
 @pytest.mark.parametrize(

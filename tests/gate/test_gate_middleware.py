@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Mount, Route
 
 from ratekeeper import Gate, ManualClock, RatekeeperMiddleware
-from ratekeeper.middleware import DECISION_STATE_KEY, bearer_token
+from ratekeeper._middleware import DECISION_STATE_KEY, bearer_token
 
 from ._server import serving
 
@@ -341,7 +341,7 @@ async def test_a_single_path_string_guards_that_prefix(gate: Gate) -> None:
 
 
 def test_the_error_body_is_compact_json(gate: Gate) -> None:
-    from ratekeeper.ratelimit_headers import missing_secret_verdict
+    from ratekeeper._ratelimit_headers import missing_secret_verdict
 
     assert json.loads(missing_secret_verdict().body())["error"]["param"] is None
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from ratekeeper.clock import ManualClock
+from ratekeeper._clock import ManualClock
 from ratekeeper.redis import RedisBackend
 from tests.requirements import find_program
 from tests.service import free_port

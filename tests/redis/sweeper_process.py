@@ -1,7 +1,7 @@
 """A gate's expiry sweeper in a process of its own, for the multi-process test.
 
 Run as ``python -m tests.redis.sweeper_process URL PREFIX START AHEAD_S``: sweeps the sessions
-under ``PREFIX`` with a :class:`~ratekeeper.gate.Gate` on a manual clock ``AHEAD_S`` seconds
+under ``PREFIX`` with a :class:`~ratekeeper.Gate` on a manual clock ``AHEAD_S`` seconds
 past ``START`` (so every session is due), until the key ``PREFIX:done`` exists and no session
 is active; then prints ``{"ids": [...flipped by this process], "counted": <metric>}``.
 """
@@ -14,7 +14,7 @@ import sys
 import anyio
 
 from ratekeeper import Gate, ManualClock
-from ratekeeper.engine import Expired
+from ratekeeper._engine import Expired
 from ratekeeper.redis import RedisBackend
 
 # A bound, so a broken run ends (and fails) instead of hanging: 3000 polls of 10 ms.

@@ -18,7 +18,7 @@ import redis.asyncio
 from prometheus_client import generate_latest
 
 from ratekeeper import BackendError, Gate
-from ratekeeper.gate import FAIL_OPEN_DECISION
+from ratekeeper._gate import FAIL_OPEN_DECISION
 from ratekeeper.redis import RedisBackend
 
 from .servers import RedisProcess

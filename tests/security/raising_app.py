@@ -2,7 +2,7 @@
 with the user's words in the exception (so a traceback quotes whatever the client sent).
 
 ``uvicorn --factory tests.security.raising_app:app_from_env``, configured like
-:func:`ratekeeper.server.app.app_from_env` by ``RATEKEEPER_*`` variables.
+:func:`ratekeeper.server.app_from_env` by ``RATEKEEPER_*`` variables.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from chatkit.types import ThreadMetadata, ThreadStreamEvent, UserMessageItem
 from starlette.applications import Starlette
 
 from ratekeeper.chatkit import ChatKitAttachmentStore, ChatKitContext, ChatKitStore
-from ratekeeper.chatkit.responder import EchoChatKitServer, echo_text
+from ratekeeper.chatkit._responder import EchoChatKitServer, echo_text
 from ratekeeper.server import ServerSettings, create_app
 
 

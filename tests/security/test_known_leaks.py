@@ -1,5 +1,5 @@
 """The leaks found by the adversarial run (issue 12), one test each, against the service served
-by plain ``uvicorn --factory ratekeeper.server.app:app_from_env --log-level trace`` (none of
+by plain ``uvicorn --factory ratekeeper.server._app:app_from_env --log-level trace`` (none of
 ``ratekeeper serve``'s logging configuration: the app's lifespan installs the redaction).
 
 :mod:`.test_no_leaks` drives every path on every way of serving; these name the cases.

@@ -33,7 +33,7 @@ import pytest
 import redis
 
 from ratekeeper._secrets import new_client_secret
-from ratekeeper.server.auth import new_api_key
+from ratekeeper.server._auth import new_api_key
 from tests.redis.servers import RedisProcess
 from tests.service import free_port
 
@@ -82,7 +82,7 @@ class Service:
                     "--log-format", self.log_format]  # fmt: skip
         else:
             factory = {
-                "uvicorn": "ratekeeper.server.app:app_from_env",
+                "uvicorn": "ratekeeper.server._app:app_from_env",
                 "raising": "tests.security.raising_app:app_from_env",
             }[self.mode]
             env.update(

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from ratekeeper._redact import MASK, SHAPES, Redactor
 from ratekeeper._secrets import new_client_secret
-from ratekeeper.server.auth import new_api_key
-from ratekeeper.server.logs import RedactSecrets, install_redaction
+from ratekeeper.server._auth import new_api_key
+from ratekeeper.server._logs import RedactSecrets, install_redaction
 
 from .leaks import forms, needles
 

@@ -331,7 +331,7 @@ def test_slow_client_flood_does_not_lock_out_well_behaved_clients(slow_bodies: i
 
 
 def test_plain_uvicorn_takes_the_limits_with_the_protocol_flag() -> None:
-    """``uvicorn --factory … --http ratekeeper.server.protocol:LimitedHTTPProtocol`` applies
+    """``uvicorn --factory … --http ratekeeper.server._protocol:LimitedHTTPProtocol`` applies
     the limits of the ``RATEKEEPER_*`` variables, as docs/server.md says."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("RATEKEEPER_")}
@@ -347,9 +347,9 @@ def test_plain_uvicorn_takes_the_limits_with_the_protocol_flag() -> None:
             "-m",
             "uvicorn",
             "--factory",
-            "ratekeeper.server.app:app_from_env",
+            "ratekeeper.server._app:app_from_env",
             "--http",
-            "ratekeeper.server.protocol:LimitedHTTPProtocol",
+            "ratekeeper.server._protocol:LimitedHTTPProtocol",
             "--host",
             "127.0.0.1",
             "--port",

@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
 from ratekeeper.server import ServerSettings, ServiceContext, create_app
-from ratekeeper.server.app import openapi_document
+from ratekeeper.server._app import openapi_document
 from ratekeeper.store import ConversationStore, MemoryStore
 
 API_KEY = "rk-test-key-0123456789"

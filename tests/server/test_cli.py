@@ -24,7 +24,7 @@ from ratekeeper.server import (
     app_from_env,
     backend_from_settings,
 )
-from ratekeeper.server.cli import (
+from ratekeeper.server._cli import (
     build_parser,
     endpoints_announcement,
     main,

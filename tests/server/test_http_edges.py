@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
-from ratekeeper.backend import Backend
-from ratekeeper.errors import BackendError
+from ratekeeper._backend import Backend
+from ratekeeper._errors import BackendError
+from ratekeeper._types import Session
 from ratekeeper.server import ServerSettings, create_app
-from ratekeeper.types import Session
 
 from .conftest import API_KEY, BETA, Live, Schemas, error_of, serve
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ratekeeper.server.http_metrics import HttpMetrics, HttpMetricsMiddleware
+from ratekeeper.server._http_metrics import HttpMetrics, HttpMetricsMiddleware
 
 from .conftest import Live, serve
 

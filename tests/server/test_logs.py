@@ -19,7 +19,7 @@ from tests.service import free_port
 # global), then logs a secret the three ways it could get there.
 _SCRIPT = """
 import logging, logging.config
-from ratekeeper.server.logs import uvicorn_log_config
+from ratekeeper.server._logs import uvicorn_log_config
 
 logging.config.dictConfig(uvicorn_log_config("info"))
 logging.getLogger("uvicorn.access").info(
@@ -48,7 +48,7 @@ def test_secrets_are_redacted_in_access_library_and_traceback_lines() -> None:
 # The upload and preview URLs of ChatKit attachments carry their authorization in `token=`.
 _TOKEN_SCRIPT = """
 import logging, logging.config
-from ratekeeper.server.logs import uvicorn_log_config
+from ratekeeper.server._logs import uvicorn_log_config
 
 logging.config.dictConfig(uvicorn_log_config("info"))
 access = logging.getLogger("uvicorn.access")

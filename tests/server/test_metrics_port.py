@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from ratekeeper.server import ServerSettings
-from ratekeeper.server.cli import build_parser, endpoints_announcement, settings_from_args
-from ratekeeper.server.settings import SettingsError
+from ratekeeper.server._cli import build_parser, endpoints_announcement, settings_from_args
+from ratekeeper.server._settings import SettingsError
 
 from .conftest import make_live, serve
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from ratekeeper.errors import InvalidParameter
-from ratekeeper.server.models import parse_create_session
-from ratekeeper.types import FileUploadLimits, HistoryLimits
+from ratekeeper._errors import InvalidParameter
+from ratekeeper._types import FileUploadLimits, HistoryLimits
+from ratekeeper.server._models import parse_create_session
 
 WF = {"id": "wf_1"}
 

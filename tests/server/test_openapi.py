@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from starlette.routing import Route
 
 from ratekeeper.server import ServerSettings, create_app
-from ratekeeper.server.app import openapi_document
+from ratekeeper.server._app import openapi_document
 
 from .conftest import API_KEY
 

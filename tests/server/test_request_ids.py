@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.logging import AccessFormatter, DefaultFormatter
 
-from ratekeeper.server.logs import RedactSecrets, RequestContext, uvicorn_log_config
+from ratekeeper.server._logs import RedactSecrets, RequestContext, uvicorn_log_config
 
 from .conftest import API_KEY, _Server, _wait_healthy, make_live
 

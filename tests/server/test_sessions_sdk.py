@@ -9,7 +9,7 @@ import anyio
 import openai
 import pytest
 
-from ratekeeper.types import FileUploadLimits, HistoryLimits
+from ratekeeper._types import FileUploadLimits, HistoryLimits
 
 from .conftest import Live, Schemas
 

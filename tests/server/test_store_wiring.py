@@ -14,7 +14,7 @@ import pytest
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
 from ratekeeper.server import ServerSettings, create_app, store_from_settings
-from ratekeeper.server.settings import SettingsError
+from ratekeeper.server._settings import SettingsError
 from ratekeeper.store import MemoryStore, StoredAttachment, StoreUnavailable, ThreadNotFound
 from tests.postgres import require_postgres, scratch_database
 from tests.service import free_port

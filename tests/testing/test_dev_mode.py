@@ -9,7 +9,7 @@ import pytest
 
 from ratekeeper import ManualClock, SystemClock
 from ratekeeper.server import ServerSettings, SettingsError, app_from_env, create_app
-from ratekeeper.server.cli import main
+from ratekeeper.server._cli import main
 from ratekeeper.testing import DevRouteError, LiveServer, connect
 from tests.server.conftest import API_KEY, make_live
 from tests.server.conftest import serve as serve_app
@@ -110,7 +110,7 @@ def test_serve_dev_announces_itself_and_travels_in_time() -> None:
 def test_the_worker_factory_says_it_runs_in_dev_mode(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``uvicorn --factory ratekeeper.server.app:app_from_env`` with ``RATEKEEPER_DEV`` logs
+    """``uvicorn --factory ratekeeper.server._app:app_from_env`` with ``RATEKEEPER_DEV`` logs
     the development-mode warning (``ratekeeper serve --dev`` prints it itself)."""
     monkeypatch.setenv("RATEKEEPER_DEV", "true")
     monkeypatch.setenv("RATEKEEPER_STORE", "memory")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from ratekeeper.ratelimit_headers import backend_unavailable_verdict
+from ratekeeper._ratelimit_headers import backend_unavailable_verdict
 from ratekeeper.testing import CreatedSession, DevRouteError, LiveServer, serve
 
 THREADS_LIST = {"type": "threads.list", "params": {}}

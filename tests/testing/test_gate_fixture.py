@@ -25,9 +25,10 @@ from ratekeeper import (
     Reason,
     SessionExpired,
 )
-from ratekeeper.engine import Expired
-from ratekeeper.ratelimit_headers import verdict_for
-from ratekeeper.server.dev import DevGate, Fault, FaultTable, OffsetClock
+from ratekeeper._engine import Expired
+from ratekeeper._ratelimit_headers import verdict_for
+from ratekeeper.server._dev import OffsetClock
+from ratekeeper.server._dev_faults import DevGate, Fault, FaultTable
 from ratekeeper.testing import ManualGate
 from tests.gate._server import serving
 

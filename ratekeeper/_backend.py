@@ -1,0 +1,228 @@
+"""The async backend protocol the gate and the service use, and its in-memory implementation.
+
+The protocol is deliberately small: create, admit, look up, reserve an upload, cancel, get,
+sweep, and say when the next sweep is due. :class:`MemoryBackend` wraps the synchronous
+:class:`~ratekeeper.Engine` (no awaits on its hot path); ``ratekeeper.redis`` implements
+the same protocol with Lua scripts, so nothing above this layer changes with the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from ._engine import Engine, EngineStatistics, Expired
+from ._types import (
+    Decision,
+    FileUploadLimits,
+    HistoryLimits,
+    Session,
+    SessionStatus,
+    UploadDecision,
+)
+
+_ACTIVE = SessionStatus.ACTIVE
+_CANCELLED = SessionStatus.CANCELLED
+
+
+class Cancellation(NamedTuple):
+    """What :meth:`Backend.cancel` did.
+
+    Attributes:
+        session: the session as it stands after the call (``cancelled``, or ``expired`` if
+            its time had already come).
+        changed: whether *this* call turned it from ``active`` into ``cancelled``; of any
+            number of concurrent cancels of one session (in any process), exactly one says so.
+    """
+
+    session: Session
+    changed: bool
+
+
+class Admission(NamedTuple):
+    """One decision, with the session it admitted (see :meth:`Backend.admit_session`).
+
+    Attributes:
+        decision: the decision, exactly as :meth:`Backend.admit` returns it (counted if
+            admitted).
+        session: the session as of the decision when it was admitted (``status == "active"``,
+            its limits and attributes, never its secret); ``None`` when refused.
+    """
+
+    decision: Decision
+    session: Session | None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatistics:
+    """A backend's circuit breaker as of now (see :class:`CircuitBreaking`).
+
+    Attributes:
+        open: whether the backend answers every call at once with ``BackendError``.
+        opened: times the circuit opened.
+        closed: times it closed again (a probe, or a late answer, reached the backend).
+        rejected: calls answered at once, without reaching the backend, while open.
+    """
+
+    open: bool
+    opened: int
+    closed: int
+    rejected: int
+
+
+@runtime_checkable
+class CircuitBreaking(Protocol):
+    """A capability: the backend has a circuit breaker, whose state the gate exports."""
+
+    def circuit_statistics(self) -> CircuitStatistics:
+        """Return the circuit's state and counts (no I/O)."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where session state lives. Every method may raise ``BackendError`` on I/O failure."""
+
+    async def create_session(
+        self,
+        user: str,
+        *,
+        expires_after_s: int = 600,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = ...,
+        history: HistoryLimits = ...,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session; see :meth:`Engine.create_session`."""
+        ...
+
+    async def admit(self, client_secret: str) -> Decision:
+        """Decide on, and count if admitted, one request; see :meth:`Engine.admit`."""
+        ...
+
+    async def admit_session(self, client_secret: str) -> Admission:
+        """Like :meth:`admit`, and return the admitted session too, in the same operation.
+
+        For callers that need the session's limits and attributes to serve the request (the
+        ChatKit endpoint): on Redis this is still one round trip.
+        """
+        ...
+
+    async def lookup(self, client_secret: str) -> Session | None:
+        """Return the session behind a secret without counting a request."""
+        ...
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one upload against the session's ``file_upload`` limits if it fits."""
+        ...
+
+    async def cancel(self, session_id: str) -> Cancellation:
+        """Cancel a session (idempotent), saying if this call did; raises ``SessionNotFound``."""
+        ...
+
+    async def get(self, session_id: str) -> Session:
+        """Return a session as of now; raises ``SessionNotFound``."""
+        ...
+
+    async def sweep(self, max_items: int) -> list[Expired]:
+        """Flip at most ``max_items`` due sessions to ``expired``; each is returned once."""
+        ...
+
+    async def time_to_next_deadline(self) -> float | None:
+        """Seconds until :meth:`sweep` next has work (<= 0: now), ``None`` if never."""
+        ...
+
+    async def statistics(self) -> EngineStatistics:
+        """Counts of active and retained sessions (as this backend can know them)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the backend is unusable afterwards."""
+        ...
+
+
+class MemoryBackend:
+    """The embedded default: an :class:`Engine` behind the async protocol.
+
+    Args:
+        engine: the engine to wrap; a new one on the system clock when omitted.
+
+    Not thread-safe, like the engine: use it from one event loop.
+    """
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine if engine is not None else Engine()
+
+    async def create_session(
+        self,
+        user: str,
+        *,
+        expires_after_s: int = 600,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
+        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session; see :meth:`Engine.create_session`."""
+        return self.engine.create_session(
+            user,
+            expires_after_s=expires_after_s,
+            max_requests_per_1_minute=max_requests_per_1_minute,
+            file_upload=file_upload,
+            history=history,
+            attributes=attributes,
+        )
+
+    async def admit(self, client_secret: str) -> Decision:
+        """Decide on one request; see :meth:`Engine.admit`."""
+        return self.engine.admit(client_secret)
+
+    async def admit_session(self, client_secret: str) -> Admission:
+        """Decide on one request and return the admitted session; see :meth:`Engine.admit`."""
+        engine = self.engine
+        decision = engine.admit(client_secret)
+        # No await in between: the session read is the state the decision saw.
+        session = engine.lookup(client_secret) if decision.allowed else None
+        return Admission(decision, session)
+
+    async def lookup(self, client_secret: str) -> Session | None:
+        """Return the session behind a secret; see :meth:`Engine.lookup`."""
+        return self.engine.lookup(client_secret)
+
+    async def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one upload; see :meth:`Engine.reserve_upload`."""
+        return self.engine.reserve_upload(session_id, size_bytes)
+
+    async def cancel(self, session_id: str) -> Cancellation:
+        """Cancel a session; see :meth:`Engine.cancel`."""
+        engine = self.engine
+        # Synchronous, with no await in between: no other task can cancel it meanwhile.
+        before = engine.get(session_id).status
+        after = engine.cancel(session_id)
+        return Cancellation(after, before is _ACTIVE and after.status is _CANCELLED)
+
+    async def get(self, session_id: str) -> Session:
+        """Return a session; see :meth:`Engine.get`."""
+        return self.engine.get(session_id)
+
+    async def sweep(self, max_items: int) -> list[Expired]:
+        """Flip due sessions; see :meth:`Engine.sweep`."""
+        return self.engine.sweep(max_items)
+
+    async def time_to_next_deadline(self) -> float | None:
+        """Seconds until the engine's next deadline, from its own clock."""
+        deadline = self.engine.next_deadline()
+        if deadline is None:
+            return None
+        return deadline - self.engine.clock.monotonic()
+
+    async def statistics(self) -> EngineStatistics:
+        """Return the engine's statistics."""
+        return self.engine.statistics()
+
+    async def aclose(self) -> None:
+        """Nothing to release in memory."""
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend({self.engine!r})"

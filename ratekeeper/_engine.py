@@ -1,0 +1,653 @@
+"""The in-process engine: sessions, the exact sliding-window limiter and the expiry index.
+
+Everything here is synchronous and does no I/O. Time comes from the injected clock, read once
+per operation; the rules themselves (:func:`decide`) take ``now`` as an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from heapq import heappop, heappush, heapreplace
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+from ._clock import Clock, SystemClock
+from ._errors import CapacityExceeded, SessionNotFound
+from ._params import DEFAULT_FILE_UPLOAD, DEFAULT_HISTORY, validate_limits
+from ._secrets import new_client_secret, session_id_for
+from ._types import (
+    Decision,
+    FileUploadLimits,
+    HistoryLimits,
+    Session,
+    SessionStatus,
+    UploadDecision,
+    UploadReason,
+)
+from ._window import decide, unknown_decision
+
+_ACTIVE = SessionStatus.ACTIVE
+_EXPIRED = SessionStatus.EXPIRED
+_CANCELLED = SessionStatus.CANCELLED
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
+_BYTES_PER_MB = 1024 * 1024
+_floor = math.floor
+_new = tuple.__new__  # builds an Expired without NamedTuple's Python-level __new__
+
+
+class Expired(NamedTuple):
+    """One session flipped to ``expired`` by a sweep.
+
+    Attributes:
+        session: the session as it is now (``status == "expired"``).
+        lag_s: seconds between the session's deadline and the flip.
+    """
+
+    session: Session
+    lag_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """Counts of the sessions an engine holds right now.
+
+    Attributes:
+        active: sessions not yet flipped (a due session counts until the sweep flips it).
+        expired: expired sessions kept for their retention period.
+        cancelled: cancelled sessions kept for their retention period.
+    """
+
+    active: int
+    expired: int
+    cancelled: int
+
+
+class _Record:
+    """One session's mutable state. ``times[head:]`` is its window (see :mod:`.window`).
+
+    Twelve slots, so a record is 128 bytes (the allocator's next size up is 144): the id is
+    the only key (it is a hash of the secret, see :mod:`._secrets`), ``expires_at`` is the int
+    its expiry bucket holds (shared by every session due in that second), and the count of
+    uploads lives in a side table, since few sessions ever upload.
+    """
+
+    __slots__ = (
+        "attributes",
+        "created_at",
+        "deadline",
+        "expires_at",
+        "file_upload",
+        "head",
+        "history",
+        "id",
+        "limit",
+        "status",
+        "times",
+        "user",
+    )
+
+    # No __init__: Engine.create_session, the one place records are made, sets every slot on
+    # an object.__new__ instance, a call frame cheaper (creation is measured per microsecond).
+    id: str
+    user: str
+    limit: int
+    status: SessionStatus
+    times: array[float] | None
+    head: int
+    created_at: float
+    expires_at: int
+    deadline: float
+    file_upload: FileUploadLimits
+    history: HistoryLimits
+    attributes: Mapping[str, Any]
+
+
+# A Session built by setting its slots directly: the frozen dataclass's __init__ sets each of
+# its ten fields through object.__setattr__ and costs twice as much, and every create, get and
+# sweep report builds one (benchmarks/test_engine_bench.py). The field list is checked here, so
+# a field added to Session fails at import rather than leaving a slot unset.
+_SESSION_FIELDS = (
+    "id",
+    "user",
+    "status",
+    "expires_at",
+    "created_at",
+    "max_requests_per_1_minute",
+    "file_upload",
+    "history",
+    "attributes",
+    "client_secret",
+)
+if tuple(f.name for f in fields(Session)) != _SESSION_FIELDS:  # pragma: no cover - a guard
+    raise ImportError("ratekeeper._engine: Session's fields changed; update _session()")
+(
+    _set_id,
+    _set_user,
+    _set_status,
+    _set_expires_at,
+    _set_created_at,
+    _set_limit,
+    _set_file_upload,
+    _set_history,
+    _set_attributes,
+    _set_client_secret,
+) = (getattr(Session, name).__set__ for name in _SESSION_FIELDS)
+_new_object = object.__new__
+
+
+def _session(record: _Record, status: SessionStatus, secret: str | None) -> Session:
+    """Return the snapshot of ``record`` with ``status`` (equal to what ``Session(...)`` builds)."""
+    session: Session = _new_object(Session)
+    _set_id(session, record.id)
+    _set_user(session, record.user)
+    _set_status(session, status)
+    _set_expires_at(session, record.expires_at)
+    _set_created_at(session, record.created_at)
+    _set_limit(session, record.limit)
+    _set_file_upload(session, record.file_upload)
+    _set_history(session, record.history)
+    _set_attributes(session, record.attributes)
+    _set_client_secret(session, secret)
+    return session
+
+
+class _Bucket:
+    """The active sessions whose ``expires_at`` is one whole second, in creation order.
+
+    ``expires_at`` is an integer, so sessions fall due in clumps; one bucket per second makes
+    indexing a session an append, and flipping a clump a walk along one list. A session's
+    monotonic deadline is its own (derived from its creation's readings), so deadlines in one
+    bucket differ by the jitter between the two clock readings, or by a wall-clock step:
+    ``due_at`` and ``last_at`` bound them, and only when ``last_at`` has passed is every
+    session in it due without looking.
+
+    ``records[head:]`` holds the sessions not yet taken; cancelled ones stay in the list (a
+    cancel is O(1)) and are skipped; ``live`` counts the active ones. ``due_at`` is exact
+    unless ``stale`` (the earliest was cancelled), and may be lower than the earliest left
+    after a partial take of a bucket whose sessions are all due anyway. ``heap_key`` is the
+    deadline its entry in the engine's heap is ordered by: ``due_at`` or at most
+    :data:`_REKEY_S` above it.
+    """
+
+    __slots__ = (
+        "due_at",
+        "expires_at",
+        "head",
+        "heap_key",
+        "last_at",
+        "live",
+        "records",
+        "stale",
+    )
+
+    def __init__(self, expires_at: int, record: _Record) -> None:
+        self.expires_at = expires_at
+        self.records = [record]
+        self.head = 0
+        self.live = 1
+        self.due_at = self.last_at = self.heap_key = record.deadline
+        self.stale = False
+
+    def refresh(self) -> None:
+        """Drop taken and cancelled records; recompute the bounds from what is left."""
+        left = [r for r in self.records[self.head :] if r.status is _ACTIVE]
+        self.records = left
+        self.head = 0
+        self.live = len(left)
+        self.stale = False
+        if left:
+            deadlines = [r.deadline for r in left]
+            self.due_at = min(deadlines)
+            self.last_at = max(deadlines)
+
+    def take(self, now: float, limit: int, out: list[_Record]) -> tuple[float, float]:
+        """Flip up to ``limit`` of its sessions due at ``now`` to expired, appending them.
+
+        Returns bounds (earliest, latest) of the deadlines of the sessions it took.
+        """
+        if self.last_at > now:
+            # Some are not due yet (clock-reading jitter or a wall step): look at each.
+            self.refresh()
+            due = [r for r in self.records if r.deadline <= now][:limit]
+            for record in due:
+                record.status = _EXPIRED
+                record.times = None
+            out.extend(due)
+            self.refresh()
+            deadlines = [r.deadline for r in due] or [now]
+            return min(deadlines), max(deadlines)
+        bounds = (self.due_at, self.last_at)
+        records = self.records
+        start = len(out)
+        head = self.head
+        size = len(records)
+        while head < size and len(out) - start < limit:
+            end = head + limit - (len(out) - start)
+            chunk = records[head:end]
+            # Let go of them here, a batch at a time: a list holding a million records until
+            # its bucket is done would drop them all in one step, a 20-30 ms stall of
+            # reference-count updates on cold memory (benchmarks/expiry_bench.py --only stall).
+            records[head:end] = [None] * len(chunk)  # type: ignore[list-item]
+            head += len(chunk)
+            for record in chunk:
+                if record.status is _ACTIVE:
+                    record.status = _EXPIRED
+                    record.times = None
+                    out.append(record)
+        self.head = head
+        self.live -= len(out) - start
+        return bounds
+
+
+class Flipped:
+    """The sessions one sweep flipped to ``expired``, reported lazily.
+
+    Building a :class:`~ratekeeper.Session` for each flipped session costs more than
+    flipping it, and a sweep with no one to tell needs only the count and the lags; so the
+    snapshots are built only when :meth:`expired` is called.
+
+    Attributes:
+        now: the monotonic time of the flip.
+
+    Not thread-safe, like the engine that made it.
+    """
+
+    __slots__ = ("_first", "_last", "_records", "now")
+
+    def __init__(self, records: list[_Record], now: float, first: float, last: float) -> None:
+        self._records = records
+        self.now = now
+        self._first = first
+        self._last = last
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def lag_bounds(self) -> tuple[float, float]:
+        """Return bounds (smallest, largest) of the lags, without looking at each session."""
+        return self.now - self._last, self.now - self._first
+
+    def lag_sum(self) -> float:
+        """Return the sum of the lags."""
+        deadlines: float = sum(map(_deadline_of, self._records))
+        return len(self._records) * self.now - deadlines
+
+    def lags(self) -> list[float]:
+        """Return each session's lag: seconds from its deadline to the flip (never negative)."""
+        now = self.now
+        return [now - record.deadline for record in self._records]
+
+    def ids(self) -> list[tuple[str, str]]:
+        """Return ``(session id, user)`` of each flipped session (never a secret)."""
+        return [(record.id, record.user) for record in self._records]
+
+    def expired(self) -> list[Expired]:
+        """Return the flipped sessions as :class:`Expired` values, in flip order."""
+        now = self.now
+        return [
+            _new(Expired, (_session(record, _EXPIRED, None), now - record.deadline))
+            for record in self._records
+        ]
+
+
+_NOTHING_FLIPPED: list[_Record] = []
+_deadline_of = attrgetter("deadline")
+# A bucket's heap entry is re-pushed only when a new session's deadline comes this much before
+# it. Deadlines of one second's sessions drift apart with the wall clock's slew (NTP: up to
+# 0.5 ms a second); re-pushing on every new minimum would leave a stale heap entry per session.
+# The cost: two buckets whose deadlines lie within this of each other (only after a wall step)
+# may be flipped in the wrong order, the later one first, by at most this much.
+_REKEY_S = 0.001
+
+
+class Engine:
+    """Sessions with a lifetime and an exact per-session sliding-window limit, in memory.
+
+    Args:
+        clock: where time comes from; :class:`~ratekeeper.SystemClock` by default.
+        retention_s: how long expired and cancelled sessions are kept, so that a late request
+            learns ``expired``/``cancelled`` rather than ``unknown_session``.
+        max_sessions: cap on active sessions; creating one more raises
+            :class:`~ratekeeper.CapacityExceeded`. At most as many ended sessions are
+            retained, so memory stays bounded under any churn.
+
+    This is **not** thread-safe: use it from one thread (one event loop), as the gate does.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        retention_s: float = 3600.0,
+        max_sessions: int = 1_000_000,
+    ) -> None:
+        if retention_s < 0:
+            raise ValueError(f"retention_s must be >= 0, got {retention_s!r}")
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions!r}")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.retention_s = float(retention_s)
+        self.max_sessions = max_sessions
+        # Sessions by id. The id is a hash of the secret (see ._secrets), so this one table
+        # serves admissions by secret and management by id alike.
+        self._by_id: dict[str, _Record] = {}
+        # Files counted against a session, for the few sessions that ever upload one.
+        self._uploads: dict[str, int] = {}
+        # The expiry index: active sessions bucketed by expires_at (a whole second), and a
+        # heap of (earliest deadline, expires_at), one live entry per bucket; entries whose
+        # deadline no longer matches their bucket's are stale and skipped.
+        self._buckets: dict[int, _Bucket] = {}
+        self._heap: list[tuple[float, int]] = []
+        self._active = 0
+        # Ended sessions in the order they ended; monotonic time makes that purge order.
+        # Two parallel queues rather than one of (time, record) pairs: a pair per ended
+        # session is one more object for the cyclic GC to track and promote, and at a million
+        # sessions those promotions set off full collections in the middle of sweeps.
+        self._retired: deque[_Record] = deque()
+        self._purge_at: deque[float] = deque()
+        self._cancelled = 0
+
+    # -- creation -------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        user: str,
+        *,
+        expires_after_s: int = 600,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = DEFAULT_FILE_UPLOAD,
+        history: HistoryLimits = DEFAULT_HISTORY,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create an active session and return it with its ``client_secret``.
+
+        ``expires_at = floor(now) + expires_after_s``, so a session never outlives what it
+        asked for; enforcement runs on a monotonic deadline derived from the same reading.
+
+        Raises:
+            InvalidParameter: a value is missing, of the wrong type or out of range.
+            CapacityExceeded: ``max_sessions`` sessions are already active.
+        """
+        validate_limits(user, expires_after_s, max_requests_per_1_minute, file_upload, history)
+        clock = self.clock
+        wall = clock.time()
+        mono = clock.monotonic()
+        # Due sessions hold no capacity; they stay in the index for the sweep to flip and
+        # report (flipping them here would hide their expiry from metrics and callbacks).
+        if self._active >= self.max_sessions and (
+            self._active - self._count_due(mono) >= self.max_sessions
+        ):
+            raise CapacityExceeded(
+                f"cannot create a session: {self.max_sessions} sessions are active "
+                "(raise max_sessions, or cancel sessions)"
+            )
+        by_id = self._by_id
+        secret = new_client_secret()
+        sid = session_id_for(secret)
+        while sid in by_id:  # pragma: no cover - 128-bit ids of 256-bit secrets do not collide
+            secret = new_client_secret()
+            sid = session_id_for(secret)
+        expires_at = _floor(wall) + expires_after_s
+        deadline = mono + (expires_at - wall)
+        bucket = self._buckets.get(expires_at)
+        if bucket is not None:
+            expires_at = bucket.expires_at  # one int object per second, not one per session
+        record: _Record = _new_object(_Record)
+        record.id = sid
+        record.user = user
+        record.limit = max_requests_per_1_minute
+        record.status = _ACTIVE
+        record.times = None  # allocated on the first admission: idle sessions hold no window
+        record.head = 0
+        record.created_at = wall
+        record.expires_at = expires_at
+        record.deadline = deadline
+        record.file_upload = file_upload
+        record.history = history
+        record.attributes = dict(attributes) if attributes else _NO_ATTRIBUTES
+        by_id[sid] = record
+        if bucket is None:
+            self._buckets[expires_at] = _Bucket(expires_at, record)
+            heappush(self._heap, (deadline, expires_at))
+        else:
+            bucket.records.append(record)
+            bucket.live += 1
+            if deadline < bucket.due_at:
+                bucket.due_at = deadline
+                if deadline < bucket.heap_key - _REKEY_S:
+                    bucket.heap_key = deadline
+                    heappush(self._heap, (deadline, expires_at))
+            elif deadline > bucket.last_at:
+                bucket.last_at = deadline
+        self._active += 1
+        return _session(record, _ACTIVE, secret)
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def admit(self, client_secret: str) -> Decision:
+        """Decide whether one request on the session behind ``client_secret`` may proceed.
+
+        Admitted requests are counted; rejected ones are not. Never raises for a rejection.
+        """
+        record = self._by_id.get(session_id_for(client_secret))
+        if record is None:
+            return unknown_decision()
+        return decide(record, self.clock.monotonic())
+
+    def lookup(self, client_secret: str) -> Session | None:
+        """Return the session behind ``client_secret`` as of now, without counting a request."""
+        record = self._by_id.get(session_id_for(client_secret))
+        if record is None:
+            return None
+        return self._snapshot(record, self.clock.monotonic())
+
+    def reserve_upload(self, session_id: str, size_bytes: int) -> UploadDecision:
+        """Count one file upload against the session's ``file_upload`` limits, if it fits.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        record = self._record(session_id)
+        limits = record.file_upload
+        used = self._uploads.get(session_id, 0)
+        status = self._status(record, self.clock.monotonic())
+        if status is not _ACTIVE:
+            return UploadDecision(False, UploadReason(status.value), used, limits.max_files)
+        if not limits.enabled:
+            return UploadDecision(False, UploadReason.UPLOADS_DISABLED, used, limits.max_files)
+        if size_bytes > limits.max_file_size * _BYTES_PER_MB:
+            return UploadDecision(False, UploadReason.FILE_TOO_LARGE, used, limits.max_files)
+        if used >= limits.max_files:
+            return UploadDecision(False, UploadReason.TOO_MANY_FILES, used, limits.max_files)
+        used = self._uploads[record.id] = used + 1
+        return UploadDecision(True, UploadReason.ALLOWED, used, limits.max_files)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> Session:
+        """Return the session as of now (a due session reads ``expired`` before any sweep).
+
+        Raises:
+            SessionNotFound: no such session (or it was purged after its retention).
+        """
+        return self._snapshot(self._record(session_id), self.clock.monotonic())
+
+    def cancel(self, session_id: str) -> Session:
+        """Cancel an active session; idempotent, and a no-op on an expired one.
+
+        Returns the session as it stands afterwards: ``cancelled``, or ``expired`` if its time
+        had already come.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        record = self._record(session_id)
+        now = self.clock.monotonic()
+        if record.status is _ACTIVE and now < record.deadline:
+            self._unindex(record)
+            record.status = _CANCELLED
+            record.times = None
+            self._cancelled += 1
+            self._retire(record, now)
+        return self._snapshot(record, now)
+
+    def sweep(self, max_items: int | None = None) -> list[Expired]:
+        """Flip due sessions to ``expired`` (at most ``max_items``), purge old ended ones.
+
+        Returns the sessions flipped, earliest deadline first (sessions due in the same whole
+        second in the order they were created).
+        """
+        return self.flip_due(max_items).expired()
+
+    def flip_due(self, max_items: int | None = None) -> Flipped:
+        """Do what :meth:`sweep` does, but report the flipped sessions lazily.
+
+        For a sweeper that needs only counts and lags (metrics) unless someone asked to be
+        told each session: :meth:`Flipped.expired` builds the values :meth:`sweep` returns.
+        """
+        now = self.clock.monotonic()
+        self._purge(now)
+        return self._flip_due(now, max_items)
+
+    def next_deadline(self) -> float | None:
+        """Return the monotonic time at which :meth:`sweep` next has work, or ``None``."""
+        bucket = self._first_bucket()
+        if bucket is None:
+            return self._purge_at[0] if self._purge_at else None
+        if self._purge_at:
+            return min(bucket.due_at, self._purge_at[0])
+        return bucket.due_at
+
+    def statistics(self) -> EngineStatistics:
+        """Return how many sessions are active, and how many ended ones are retained."""
+        retained = len(self._retired)
+        return EngineStatistics(self._active, retained - self._cancelled, self._cancelled)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _record(self, session_id: str) -> _Record:
+        record = self._by_id.get(session_id)
+        if record is None:
+            raise SessionNotFound(session_id)
+        return record
+
+    @staticmethod
+    def _status(record: _Record, now: float) -> SessionStatus:
+        if record.status is _ACTIVE and now >= record.deadline:
+            return _EXPIRED
+        return record.status
+
+    def _snapshot(self, record: _Record, now: float) -> Session:
+        return _session(record, self._status(record, now), None)
+
+    def _first_bucket(self) -> _Bucket | None:
+        """Return the bucket with the earliest deadline (heap top), dropping stale entries."""
+        heap = self._heap
+        buckets = self._buckets
+        while heap:
+            key, expires_at = heap[0]
+            bucket = buckets.get(expires_at)
+            if bucket is None or bucket.heap_key != key:
+                heappop(heap)
+                continue
+            if bucket.stale:
+                before = bucket.due_at
+                bucket.refresh()
+                if bucket.due_at != before:
+                    bucket.heap_key = bucket.due_at
+                    heapreplace(heap, (bucket.due_at, expires_at))
+                    continue
+            return bucket
+        return None
+
+    def _flip_due(self, now: float, max_items: int | None) -> Flipped:
+        limit = len(self._by_id) if max_items is None else max_items
+        flipped: list[_Record] = []
+        heap = self._heap
+        first = last = now
+        while len(flipped) < limit:
+            bucket = self._first_bucket()
+            if bucket is None or bucket.due_at > now:
+                break
+            low, high = bucket.take(now, limit - len(flipped), flipped)
+            first = min(first, low)
+            last = high if last == now else max(last, high)
+            if bucket.live == 0:
+                del self._buckets[bucket.expires_at]
+                heappop(heap)
+            elif bucket.due_at > now:
+                # What is left of it falls due later (its bounds were just recomputed).
+                bucket.heap_key = bucket.due_at
+                heapreplace(heap, (bucket.due_at, bucket.expires_at))
+            else:
+                break  # max_items reached; the rest of it is due at the next sweep
+        if not flipped:
+            return Flipped(_NOTHING_FLIPPED, now, now, now)
+        due = len(flipped)
+        self._active -= due
+        self._retired.extend(flipped)
+        self._purge_at.extend(repeat(now + self.retention_s, due))
+        self._bound_retired()
+        return Flipped(flipped, now, first, last)
+
+    def _unindex(self, record: _Record) -> None:
+        """Take an active session off the expiry index (it stays in its bucket, skipped)."""
+        self._active -= 1
+        bucket = self._buckets[record.expires_at]
+        bucket.live -= 1
+        if bucket.live == 0:
+            del self._buckets[record.expires_at]  # its heap entry is stale now
+        elif record.deadline == bucket.due_at:
+            bucket.stale = True
+
+    def _count_due(self, now: float) -> int:
+        """Count active sessions due at ``now`` but not yet flipped (only at the capacity cap)."""
+        due = 0
+        for bucket in self._buckets.values():
+            if bucket.due_at > now:
+                continue
+            if bucket.last_at <= now:
+                due += bucket.live
+            else:
+                records = bucket.records[bucket.head :]
+                due += sum(1 for r in records if r.status is _ACTIVE and r.deadline <= now)
+        return due
+
+    def _retire(self, record: _Record, now: float) -> None:
+        self._retired.append(record)
+        self._purge_at.append(now + self.retention_s)
+        self._bound_retired()
+
+    def _bound_retired(self) -> None:
+        # Never hold more ended sessions than active ones may exist: bounded memory.
+        retired = self._retired
+        purge_at = self._purge_at
+        while len(retired) > self.max_sessions:
+            purge_at.popleft()
+            self._forget(retired.popleft())
+
+    def _purge(self, now: float) -> None:
+        retired = self._retired
+        purge_at = self._purge_at
+        while purge_at and purge_at[0] <= now:
+            purge_at.popleft()
+            self._forget(retired.popleft())
+
+    def _forget(self, record: _Record) -> None:
+        del self._by_id[record.id]
+        if self._uploads:
+            self._uploads.pop(record.id, None)
+        if record.status is _CANCELLED:
+            self._cancelled -= 1
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        return (
+            f"Engine(clock={self.clock!r}, active={stats.active}, "
+            f"expired={stats.expired}, cancelled={stats.cancelled})"
+        )

@@ -1,0 +1,299 @@
+"""Prometheus metrics for the gate, on an injected ``CollectorRegistry``, and a ``/metrics`` app.
+
+Labels hold only small closed sets (an outcome, a status, an operation): never a session id,
+a user or a secret. Label children used on the hot path are bound once, at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from ._backend import CircuitStatistics
+from ._engine import EngineStatistics
+from ._types import Reason
+
+#: Every value of the ``outcome`` label of ``ratekeeper_decisions_total``.
+OUTCOMES = (
+    *(reason.value for reason in Reason),
+    "missing_secret",
+    "fail_open",
+    "fail_closed",
+)
+
+#: The ``outcome`` values of refusals injected by ``ratekeeper serve --dev`` (its
+#: ``/ratekeeper/dev/faults`` route), apart from the real ones so that a dashboard never
+#: mistakes a test for production. Only a ``--dev`` service ever has these series.
+INJECTED_OUTCOMES = (
+    "injected_rate_limited",
+    "injected_expired",
+    "injected_cancelled",
+    "injected_backend_unavailable",
+)
+
+#: Buckets of ``ratekeeper_expiry_lag_seconds``: sub-millisecond up to a minute.
+EXPIRY_LAG_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    60.0,
+)
+
+#: Buckets of ``ratekeeper_sweep_batch_size`` (sessions flipped per sweep call).
+BATCH_SIZE_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
+
+#: Backend operations named by ``ratekeeper_backend_errors_total{operation}``.
+OPERATIONS = (
+    "admit",
+    "create_session",
+    "cancel",
+    "get",
+    "lookup",
+    "reserve_upload",
+    "statistics",
+    "sweep",
+)
+
+
+class _SessionsCollector(Collector):
+    """Reports ``ratekeeper_sessions{status}`` from backend statistics at scrape time."""
+
+    def __init__(self, read: Callable[[], EngineStatistics | None]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        # Describing without reading keeps registration free of backend calls.
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        stats = self._read()
+        if stats is not None:
+            family.add_metric(["active"], stats.active)
+            family.add_metric(["expired"], stats.expired)
+            family.add_metric(["cancelled"], stats.cancelled)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "ratekeeper_sessions",
+            "Sessions held by the backend, by status (ended ones while retained).",
+            labels=["status"],
+        )
+
+
+class _CircuitCollector(Collector):
+    """Reports a backend's circuit breaker (``ratekeeper_backend_circuit_*``) at scrape time."""
+
+    def __init__(self, read: Callable[[], CircuitStatistics]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._read()
+        is_open, transitions, rejected = self._families()
+        is_open.add_metric([], 1.0 if stats.open else 0.0)
+        transitions.add_metric(["open"], stats.opened)
+        transitions.add_metric(["closed"], stats.closed)
+        rejected.add_metric([], stats.rejected)
+        yield from (is_open, transitions, rejected)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "ratekeeper_backend_circuit_open",
+                "1 while the backend's circuit breaker is open (calls fail at once), else 0.",
+            ),
+            CounterMetricFamily(
+                "ratekeeper_backend_circuit_transitions",
+                "Times the backend's circuit breaker opened or closed, by the state entered.",
+                labels=["to"],
+            ),
+            CounterMetricFamily(
+                "ratekeeper_backend_circuit_rejected",
+                "Backend calls answered at once, without reaching the backend, while open.",
+            ),
+        )
+
+
+class GateMetrics:
+    """The gate's collectors, created on one registry.
+
+    Args:
+        registry: where to register; the caller owns it (the gate makes a private one unless
+            given one).
+        statistics: returns the backend's current statistics, or ``None`` when unknown; read
+            at every scrape for the ``ratekeeper_sessions`` gauge.
+        circuit: returns the backend's circuit breaker statistics, for backends that have
+            one; read at every scrape for ``ratekeeper_backend_circuit_*``.
+
+    Attributes:
+        decisions: ``ratekeeper_decisions_total{outcome}``.
+        sessions_created: ``ratekeeper_sessions_created_total``.
+        sessions_expired: ``ratekeeper_sessions_expired_total``.
+        sessions_cancelled: ``ratekeeper_sessions_cancelled_total``.
+        expiry_lag: ``ratekeeper_expiry_lag_seconds`` (deadline to flip).
+        sweep_batch_size: ``ratekeeper_sweep_batch_size``.
+        backend_errors: ``ratekeeper_backend_errors_total{operation}``.
+        callback_errors: ``ratekeeper_expiry_callback_errors_total``.
+        outcome: the pre-bound ``decisions`` child for each outcome.
+        backend_error: the pre-bound ``backend_errors`` child for each operation.
+
+    prometheus-client's collectors are thread-safe, and so is this holder.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        statistics: Callable[[], EngineStatistics | None] | None = None,
+        circuit: Callable[[], CircuitStatistics] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.decisions = Counter(
+            "ratekeeper_decisions",
+            "Admission decisions made by the gate, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.sessions_created = Counter(
+            "ratekeeper_sessions_created", "Sessions created through the gate.", registry=registry
+        )
+        self.sessions_expired = Counter(
+            "ratekeeper_sessions_expired",
+            "Sessions flipped to expired by this gate's sweeper.",
+            registry=registry,
+        )
+        self.sessions_cancelled = Counter(
+            "ratekeeper_sessions_cancelled",
+            "Sessions cancelled through the gate (each counted once).",
+            registry=registry,
+        )
+        self.expiry_lag = Histogram(
+            "ratekeeper_expiry_lag_seconds",
+            "Seconds from a session's deadline to the sweeper flipping it to expired.",
+            buckets=EXPIRY_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.sweep_batch_size = Histogram(
+            "ratekeeper_sweep_batch_size",
+            "Sessions flipped to expired per sweep call (empty sweeps not observed).",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.backend_errors = Counter(
+            "ratekeeper_backend_errors",
+            "Backend operations that failed with BackendError, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.callback_errors = Counter(
+            "ratekeeper_expiry_callback_errors",
+            "Expiry callbacks that raised (the sweeper logs them and carries on).",
+            registry=registry,
+        )
+        # Bound once: .labels() hashes and locks; the hot path must not pay that per call.
+        self.outcome = {name: self.decisions.labels(outcome=name) for name in OUTCOMES}
+        self.backend_error = {
+            name: self.backend_errors.labels(operation=name) for name in OPERATIONS
+        }
+        if statistics is not None:
+            registry.register(_SessionsCollector(statistics))
+        if circuit is not None:
+            registry.register(_CircuitCollector(circuit))
+
+    def __repr__(self) -> str:
+        return f"GateMetrics(registry={self.registry!r})"
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class MetricsApp:
+    """A pure ASGI app serving a registry in Prometheus' text format (``GET`` and ``HEAD``).
+
+    An instance, not a function, so Starlette's ``Route("/metrics", app)`` runs it as an ASGI
+    app (a plain function endpoint would be called as ``handler(request)``). It answers every
+    path it is given; under ``Mount("/metrics", app)`` Starlette redirects ``/metrics`` to
+    ``/metrics/``, so prefer ``Route``. Safe to share across threads if ``before_scrape`` is.
+
+    Args:
+        registry: the registry to expose (e.g. ``gate.registry``).
+        before_scrape: awaited before each scrape, e.g. to refresh backend statistics.
+    """
+
+    __slots__ = ("before_scrape", "registry")
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.before_scrape = before_scrape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request with the registry's current samples (405 unless GET/HEAD)."""
+        if scope["type"] != "http":
+            return  # lifespan and websockets: nothing to do
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            body = b'{"error":{"message":"Method not allowed: use GET.","type":"invalid_request_error","param":null,"code":"method_not_allowed"}}'  # noqa: E501 - one literal
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"allow", b"GET, HEAD"),
+            ]
+            await send({"type": "http.response.start", "status": 405, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if self.before_scrape is not None:
+            await self.before_scrape()
+        output = generate_latest(self.registry)
+        headers = [
+            (b"content-type", CONTENT_TYPE_LATEST.encode()),
+            (b"content-length", str(len(output)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else output})
+
+    def __repr__(self) -> str:
+        return f"MetricsApp(registry={self.registry!r})"
+
+
+def metrics_app(
+    registry: CollectorRegistry,
+    *,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
+) -> MetricsApp:
+    """Return a pure ASGI app that serves ``registry`` in Prometheus' text format.
+
+    Route it at ``/metrics``: ``Route("/metrics", metrics_app(registry))``.
+
+    Args:
+        registry: the registry to expose (e.g. ``gate.registry``).
+        before_scrape: awaited before each scrape, e.g. to refresh backend statistics.
+    """
+    return MetricsApp(registry, before_scrape=before_scrape)

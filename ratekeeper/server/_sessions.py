@@ -1,0 +1,102 @@
+"""``POST /v1/chatkit/sessions`` and ``POST /v1/chatkit/sessions/{session_id}/cancel``.
+
+Sessions are created, read and cancelled only through the :class:`~ratekeeper.Gate`, so
+its metrics and its expiry sweeper see every one. The ChatKit-only parts of a session (the
+workflow and ``automatic_thread_titling``) travel in the session's ``attributes``, from which
+the full ``chatkit.session`` object is rebuilt on cancel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._types import Session
+from ._bodies import read_json_body
+from ._models import CreateSessionRequest, parse_create_session
+from ._responses import ApiError, json_response
+from ._service_context import ServiceContext
+
+#: ``client_secret`` of a session returned by cancel: only a hash of the secret is kept.
+REDACTED_SECRET = "ek_redacted"  # noqa: S105 - a placeholder, not a secret
+
+
+def session_attributes(request: CreateSessionRequest) -> dict[str, Any]:
+    """Return the JSON-able ``attributes`` stored with a session created from ``request``."""
+    return {
+        "workflow": request.workflow.to_json(),
+        "automatic_thread_titling": request.automatic_thread_titling,
+    }
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    """Return the ``chatkit.session`` object for ``session``, every field resolved.
+
+    The secret is shown only on the value returned by creation; afterwards only its hash
+    exists, and :data:`REDACTED_SECRET` stands in.
+    """
+    attributes = session.attributes
+    workflow = attributes.get("workflow") or {
+        "id": "",
+        "version": None,
+        "state_variables": None,
+        "tracing": {"enabled": True},
+    }
+    limit = session.max_requests_per_1_minute
+    upload = session.file_upload
+    history = session.history
+    return {
+        "id": session.id,
+        "object": "chatkit.session",
+        "expires_at": session.expires_at,
+        "client_secret": session.client_secret or REDACTED_SECRET,
+        "workflow": workflow,
+        "user": session.user,
+        "rate_limits": {"max_requests_per_1_minute": limit},
+        "max_requests_per_1_minute": limit,
+        "status": session.status.value,
+        "chatkit_configuration": {
+            "automatic_thread_titling": {
+                "enabled": bool(attributes.get("automatic_thread_titling", True))
+            },
+            "file_upload": {
+                "enabled": upload.enabled,
+                "max_file_size": upload.max_file_size,
+                "max_files": upload.max_files,
+            },
+            "history": {"enabled": history.enabled, "recent_threads": history.recent_threads},
+        },
+    }
+
+
+async def create_session(request: Request) -> Response:
+    """Create a ChatKit session (``CreateChatSessionMethod``)."""
+    ctx = ServiceContext.of(request)
+    ctx.authorize(request)
+    parsed = parse_create_session(await read_json_body(request, ctx.settings.max_body_bytes))
+    session = await ctx.gate.create_session(
+        parsed.user,
+        expires_after_s=parsed.expires_after_s,
+        max_requests_per_1_minute=parsed.max_requests_per_1_minute,
+        file_upload=parsed.file_upload,
+        history=parsed.history,
+        attributes=session_attributes(parsed),
+    )
+    return json_response(session_json(session))
+
+
+async def cancel_session(request: Request) -> Response:
+    """Cancel a session (``CancelChatSessionMethod``): idempotent; expired stays expired."""
+    ctx = ServiceContext.of(request)
+    ctx.authorize(request)
+    session_id: str = request.path_params["session_id"]
+    if session_id.startswith("ek_"):
+        raise ApiError(
+            404,
+            "Chatkit Session with id 'ek_…' not found. That is a client secret: cancel takes "
+            "the session's id (cksess_…).",
+        )
+    session = await ctx.gate.cancel(session_id)
+    return json_response(session_json(session))
