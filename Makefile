@@ -28,6 +28,7 @@ test: $(STAMP) lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check ratekeeper tests benchmarks
 	$(BIN)/ruff format --check ratekeeper tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
