@@ -7,9 +7,9 @@ every module whose name starts with an underscore is private and may change in a
 
 from __future__ import annotations
 
-from ._backend import Admission, Backend, Cancellation, CircuitStatistics, MemoryBackend
+from ._backend import Backend, MemoryBackend
 from ._clock import Clock, LoopClock, ManualClock, SystemClock
-from ._engine import Engine, EngineStatistics, Expired, Flipped
+from ._engine import Engine, Flipped
 from ._errors import (
     BackendError,
     CapacityExceeded,
@@ -29,7 +29,12 @@ from ._moved import register_moved as _register_moved
 from ._ratelimit_headers import Verdict, refusal_headers
 from ._types import (
     WINDOW_S,
+    Admission,
+    Cancellation,
+    CircuitStatistics,
     Decision,
+    EngineStatistics,
+    Expired,
     FileUploadLimits,
     HistoryLimits,
     Reason,

@@ -9,66 +9,21 @@ the same protocol with Lua scripts, so nothing above this layer changes with the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from ._engine import Engine, EngineStatistics, Expired
+from ._engine import Engine
 from ._types import (
+    Admission,
+    Cancellation,
+    CircuitStatistics,
     Decision,
+    EngineStatistics,
+    Expired,
     FileUploadLimits,
     HistoryLimits,
     Session,
-    SessionStatus,
     UploadDecision,
 )
-
-_ACTIVE = SessionStatus.ACTIVE
-_CANCELLED = SessionStatus.CANCELLED
-
-
-class Cancellation(NamedTuple):
-    """What :meth:`Backend.cancel` did.
-
-    Attributes:
-        session: the session as it stands after the call (``cancelled``, or ``expired`` if
-            its time had already come).
-        changed: whether *this* call turned it from ``active`` into ``cancelled``; of any
-            number of concurrent cancels of one session (in any process), exactly one says so.
-    """
-
-    session: Session
-    changed: bool
-
-
-class Admission(NamedTuple):
-    """One decision, with the session it admitted (see :meth:`Backend.admit_session`).
-
-    Attributes:
-        decision: the decision, exactly as :meth:`Backend.admit` returns it (counted if
-            admitted).
-        session: the session as of the decision when it was admitted (``status == "active"``,
-            its limits and attributes, never its secret); ``None`` when refused.
-    """
-
-    decision: Decision
-    session: Session | None
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitStatistics:
-    """A backend's circuit breaker as of now (see :class:`CircuitBreaking`).
-
-    Attributes:
-        open: whether the backend answers every call at once with ``BackendError``.
-        opened: times the circuit opened.
-        closed: times it closed again (a probe, or a late answer, reached the backend).
-        rejected: calls answered at once, without reaching the backend, while open.
-    """
-
-    open: bool
-    opened: int
-    closed: int
-    rejected: int
 
 
 @runtime_checkable
@@ -195,12 +150,8 @@ class MemoryBackend:
         return self.engine.reserve_upload(session_id, size_bytes)
 
     async def cancel(self, session_id: str) -> Cancellation:
-        """Cancel a session; see :meth:`Engine.cancel`."""
-        engine = self.engine
-        # Synchronous, with no await in between: no other task can cancel it meanwhile.
-        before = engine.get(session_id).status
-        after = engine.cancel(session_id)
-        return Cancellation(after, before is _ACTIVE and after.status is _CANCELLED)
+        """Cancel a session, saying if this call did; see :meth:`Engine.cancel_reporting`."""
+        return self.engine.cancel_reporting(session_id)
 
     async def get(self, session_id: str) -> Session:
         """Return a session; see :meth:`Engine.get`."""

@@ -10,18 +10,21 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from heapq import heappop, heappush, heapreplace
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 from ._clock import Clock, SystemClock
 from ._errors import CapacityExceeded, SessionNotFound
 from ._params import DEFAULT_FILE_UPLOAD, DEFAULT_HISTORY, validate_limits
 from ._secrets import new_client_secret, session_id_for
 from ._types import (
+    Cancellation,
     Decision,
+    EngineStatistics,
+    Expired,
     FileUploadLimits,
     HistoryLimits,
     Session,
@@ -31,6 +34,9 @@ from ._types import (
 )
 from ._window import decide, unknown_decision
 
+# EngineStatistics and Expired live in ._types, shared with the other backends; imported here,
+# they still answer at the old path ratekeeper.engine.
+
 _ACTIVE = SessionStatus.ACTIVE
 _EXPIRED = SessionStatus.EXPIRED
 _CANCELLED = SessionStatus.CANCELLED
@@ -38,33 +44,6 @@ _NO_ATTRIBUTES: Mapping[str, Any] = {}
 _BYTES_PER_MB = 1024 * 1024
 _floor = math.floor
 _new = tuple.__new__  # builds an Expired without NamedTuple's Python-level __new__
-
-
-class Expired(NamedTuple):
-    """One session flipped to ``expired`` by a sweep.
-
-    Attributes:
-        session: the session as it is now (``status == "expired"``).
-        lag_s: seconds between the session's deadline and the flip.
-    """
-
-    session: Session
-    lag_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStatistics:
-    """Counts of the sessions an engine holds right now.
-
-    Attributes:
-        active: sessions not yet flipped (a due session counts until the sweep flips it).
-        expired: expired sessions kept for their retention period.
-        cancelled: cancelled sessions kept for their retention period.
-    """
-
-    active: int
-    expired: int
-    cancelled: int
 
 
 class _Record:
@@ -486,15 +465,29 @@ class Engine:
         Raises:
             SessionNotFound: no such session.
         """
+        return self.cancel_reporting(session_id).session
+
+    def cancel_reporting(self, session_id: str) -> Cancellation:
+        """Do what :meth:`cancel` does, and say whether this call changed the session.
+
+        Returns a :class:`~ratekeeper.Cancellation`: the session as :meth:`cancel`
+        returns it, and ``changed``, true only for the call that turned it from ``active``
+        into ``cancelled`` (what :meth:`Backend.cancel <ratekeeper.Backend.cancel>`
+        reports).
+
+        Raises:
+            SessionNotFound: no such session.
+        """
         record = self._record(session_id)
         now = self.clock.monotonic()
-        if record.status is _ACTIVE and now < record.deadline:
+        changed = record.status is _ACTIVE and now < record.deadline
+        if changed:
             self._unindex(record)
             record.status = _CANCELLED
             record.times = None
             self._cancelled += 1
             self._retire(record, now)
-        return self._snapshot(record, now)
+        return Cancellation(self._snapshot(record, now), changed)
 
     def sweep(self, max_items: int | None = None) -> list[Expired]:
         """Flip due sessions to ``expired`` (at most ``max_items``), purge old ended ones.

@@ -14,9 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from ._backend import CircuitStatistics
-from ._engine import EngineStatistics
-from ._types import Reason
+from ._types import CircuitStatistics, EngineStatistics, Reason
 
 #: Every value of the ``outcome`` label of ``ratekeeper_decisions_total``.
 OUTCOMES = (

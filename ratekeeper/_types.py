@@ -1,4 +1,4 @@
-"""Value objects shared by every layer: decisions, sessions and their limits."""
+"""Value objects shared by every layer: sessions, decisions and what the backends report."""
 
 from __future__ import annotations
 
@@ -115,6 +115,77 @@ class UploadDecision(NamedTuple):
     reason: UploadReason
     files_used: int
     max_files: int
+
+
+class Cancellation(NamedTuple):
+    """What :meth:`Backend.cancel <ratekeeper.Backend.cancel>` did.
+
+    Attributes:
+        session: the session as it stands after the call (``cancelled``, or ``expired`` if
+            its time had already come).
+        changed: whether *this* call turned it from ``active`` into ``cancelled``; of any
+            number of concurrent cancels of one session (in any process), exactly one says so.
+    """
+
+    session: Session
+    changed: bool
+
+
+class Admission(NamedTuple):
+    """One decision, with the session it admitted (see ``Backend.admit_session``).
+
+    Attributes:
+        decision: the decision, exactly as ``Backend.admit`` returns it (counted if admitted).
+        session: the session as of the decision when it was admitted (``status == "active"``,
+            its limits and attributes, never its secret); ``None`` when refused.
+    """
+
+    decision: Decision
+    session: Session | None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatistics:
+    """A backend's circuit breaker as of now (see ``CircuitBreaking``).
+
+    Attributes:
+        open: whether the backend answers every call at once with ``BackendError``.
+        opened: times the circuit opened.
+        closed: times it closed again (a probe, or a late answer, reached the backend).
+        rejected: calls answered at once, without reaching the backend, while open.
+    """
+
+    open: bool
+    opened: int
+    closed: int
+    rejected: int
+
+
+class Expired(NamedTuple):
+    """One session flipped to ``expired`` by a sweep.
+
+    Attributes:
+        session: the session as it is now (``status == "expired"``).
+        lag_s: seconds between the session's deadline and the flip.
+    """
+
+    session: Session
+    lag_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """Counts of the sessions a backend holds right now (as it can know them).
+
+    Attributes:
+        active: sessions not yet flipped (a due session counts until the sweep flips it).
+        expired: expired sessions kept for their retention period.
+        cancelled: cancelled sessions kept for their retention period.
+    """
+
+    active: int
+    expired: int
+    cancelled: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,17 @@ def test_cancelled_sessions_are_purged_after_retention(engine: Engine, clock: Ma
         engine.cancel(session.id)
 
 
+def test_cancel_returns_the_session_and_cancel_reporting_says_which_call_changed_it(
+    engine: Engine,
+) -> None:
+    """``cancel`` returns a Session; ``cancel_reporting`` the same, and ``changed`` once."""
+    session = engine.create_session("u")
+    first = engine.cancel_reporting(session.id)
+    assert (first.session.status, first.changed) == (SessionStatus.CANCELLED, True)
+    assert engine.cancel_reporting(session.id) == (first.session, False)
+    assert engine.cancel(session.id) == first.session
+
+
 def test_capacity_cap_refuses_creation_clearly(clock: ManualClock) -> None:
     """The cap on active sessions raises CapacityExceeded and creates nothing."""
     engine = Engine(clock, max_sessions=2)

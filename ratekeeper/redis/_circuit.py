@@ -23,8 +23,8 @@ import logging
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._backend import CircuitStatistics
 from .._errors import BackendError
+from .._types import CircuitStatistics
 from ._scripts import DRIVER_ERRORS, Client
 
 _logger = logging.getLogger("ratekeeper.redis")

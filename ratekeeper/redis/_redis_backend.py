@@ -28,14 +28,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._backend import Admission, Cancellation, CircuitStatistics
 from .._clock import Clock
-from .._engine import EngineStatistics, Expired
 from .._errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
 from .._params import validate_limits
 from .._secrets import new_client_secret, secret_digest, session_id_for
 from .._types import (
+    Admission,
+    Cancellation,
+    CircuitStatistics,
     Decision,
+    EngineStatistics,
+    Expired,
     FileUploadLimits,
     HistoryLimits,
     Session,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._engine import EngineStatistics, Expired
+from .._types import EngineStatistics, Expired
 from ._keys import KeySpace
 from ._replies import US, snapshot, text
 from ._scripts import Call, ScriptRunner
