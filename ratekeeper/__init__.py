@@ -22,11 +22,12 @@ from ._errors import (
     SessionNotFound,
     UnknownSession,
 )
-from ._gate import FAIL_OPEN_DECISION, ExpiryCallback, Gate
+from ._gate import FAIL_OPEN_DECISION, Gate
 from ._metrics import GateMetrics, MetricsApp, metrics_app
 from ._middleware import RatekeeperMiddleware
 from ._moved import register_moved as _register_moved
 from ._ratelimit_headers import Verdict, refusal_headers
+from ._sweeper import ExpiryCallback
 from ._types import (
     WINDOW_S,
     Admission,

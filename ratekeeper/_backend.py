@@ -4,6 +4,8 @@ The protocol is deliberately small: create, admit, look up, reserve an upload, c
 sweep, and say when the next sweep is due. :class:`MemoryBackend` wraps the synchronous
 :class:`~ratekeeper.Engine` (no awaits on its hot path); ``ratekeeper.redis`` implements
 the same protocol with Lua scripts, so nothing above this layer changes with the backend.
+Two optional capabilities, :class:`CircuitBreaking` and :class:`InProcess`, say what more a
+backend offers; the gate checks them once, never a backend's type.
 """
 
 from __future__ import annotations
@@ -32,6 +34,23 @@ class CircuitBreaking(Protocol):
 
     def circuit_statistics(self) -> CircuitStatistics:
         """Return the circuit's state and counts (no I/O)."""
+        ...
+
+
+@runtime_checkable
+class InProcess(Protocol):
+    """A capability: the backend keeps every session in an :class:`Engine` in this process.
+
+    Reading that engine costs no I/O, so the gate reads its statistics live at every scrape
+    instead of polling the backend for them, and, when the backend's ``sweep`` is
+    :class:`MemoryBackend`'s, its sweeper flips the engine directly (flipping first, and
+    building :class:`~ratekeeper.types.Expired` values only for callbacks). A backend whose
+    sessions live elsewhere (shared with other processes) must not have it.
+    """
+
+    @property
+    def in_process_engine(self) -> Engine:
+        """The engine holding this backend's sessions."""
         ...
 
 
@@ -108,6 +127,11 @@ class MemoryBackend:
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine if engine is not None else Engine()
+
+    @property
+    def in_process_engine(self) -> Engine:
+        """The wrapped engine (the :class:`InProcess` capability)."""
+        return self.engine
 
     async def create_session(
         self,

@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .._backend import Backend, MemoryBackend
+from .._backend import Backend, InProcess
 from .._clock import Clock, SystemClock
 from .._engine import Engine
 from .._errors import InvalidParameter
@@ -172,8 +172,8 @@ class DevTools:
             engine = Engine(clock, retention_s=settings.retention_s, max_sessions=max_sessions)
         elif isinstance(backend, Engine):
             engine = backend
-        elif isinstance(backend, MemoryBackend):
-            engine = backend.engine
+        elif isinstance(backend, InProcess):
+            engine = backend.in_process_engine
         else:
             raise SettingsError(
                 "--dev needs the in-memory backend: elsewhere the clock is not ratekeeper's to move"

@@ -43,7 +43,7 @@ async def run_known_sequence(gate: Gate, clock: ManualClock) -> list[str]:
     await gate.check(None)
     clock.advance(10.002)
     await gate.check(b.client_secret)
-    await gate._sweep_due()  # what the sweeper does when it wakes: one sweep, 1 ms late
+    await gate._sweeper.sweep_due()  # what the sweeper does when it wakes: one sweep, 1 ms late
     return [s.client_secret or "" for s in (a, b, c)] + [a.id, b.id, c.id, "alice", "bob"]
 
 

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from ratekeeper import Engine, Gate, ManualClock
 from ratekeeper._engine import Expired
-from ratekeeper._gate import _observe_many, _observe_together
 from ratekeeper._metrics import EXPIRY_LAG_BUCKETS
+from ratekeeper._sweeper import _observe_many, _observe_together
 
 pytestmark = pytest.mark.anyio
 
@@ -120,7 +120,7 @@ async def test_the_sweeper_flips_only_so_far_ahead_of_its_callbacks(
     clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sessions waiting for callbacks are bounded (the GC walks them); all still get told."""
-    monkeypatch.setattr("ratekeeper._gate._FLIP_AHEAD", 200)
+    monkeypatch.setattr("ratekeeper._sweeper._FLIP_AHEAD", 200)
     engine = Engine(clock)
     gate = Gate(engine, sweep_batch=100, poll_interval_s=3600)
     seen: list[int] = []
