@@ -44,7 +44,7 @@ class InProcess(Protocol):
     Reading that engine costs no I/O, so the gate reads its statistics live at every scrape
     instead of polling the backend for them, and, when the backend's ``sweep`` is
     :class:`MemoryBackend`'s, its sweeper flips the engine directly (flipping first, and
-    building :class:`~ratekeeper.types.Expired` values only for callbacks). A backend whose
+    building :class:`~ratekeeper.Expired` values only for callbacks). A backend whose
     sessions live elsewhere (shared with other processes) must not have it.
     """
 

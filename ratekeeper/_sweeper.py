@@ -89,7 +89,7 @@ class Sweeper:
         backend: the gate's backend.
         metrics: the gate's collectors.
         engine: the backend's in-process engine (its
-            :class:`~ratekeeper.InProcess` capability), or ``None`` for a shared
+            :class:`~ratekeeper._backend.InProcess` capability), or ``None`` for a shared
             backend. When the backend's ``sweep`` is the engine's own, the sweeper flips the
             engine directly (see :meth:`_sweep_engine`).
         batch: most sessions flipped per sweep call.
