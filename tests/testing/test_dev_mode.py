@@ -4,10 +4,12 @@ where it would be unsafe or could not keep its promises, and loud when ``ratekee
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
-from ratekeeper import ManualClock, SystemClock
+from ratekeeper import Engine, ManualClock, MemoryBackend, SystemClock
 from ratekeeper.server import ServerSettings, SettingsError, app_from_env, create_app
 from ratekeeper.server._cli import main
 from ratekeeper.testing import DevRouteError, LiveServer, connect
@@ -84,6 +86,23 @@ def test_dev_app_refuses_a_gate_or_a_clock_it_cannot_move() -> None:
         create_app(settings, clock=SystemClock())
     app = create_app(settings, clock=ManualClock())
     assert app.state.ratekeeper.gate.faults is not None
+
+
+def test_dev_app_takes_the_engine_of_an_in_process_backend_and_refuses_a_shared_one() -> None:
+    """Dev mode moves the engine's clock: it reuses the engine of a backend that has one
+    (``in_process_engine``, as ``MemoryBackend``) and refuses any other backend."""
+    settings = ServerSettings(api_keys=("rk-x",), dev=True, store="memory")
+    clock = ManualClock()
+    engine = Engine(clock)
+    app = create_app(settings, backend=MemoryBackend(engine), clock=clock)
+    assert app.state.ratekeeper.gate.backend.in_process_engine is engine
+
+    class Shared:
+        """A backend whose sessions live elsewhere: no ``in_process_engine``."""
+
+    shared: Any = Shared()
+    with pytest.raises(SettingsError, match="needs the in-memory backend"):
+        create_app(settings, backend=shared, clock=clock)
 
 
 def test_serve_dev_announces_itself_and_travels_in_time() -> None:
