@@ -18,7 +18,7 @@ from typing import Any
 
 from ._clock import Clock, SystemClock
 from ._errors import CapacityExceeded, SessionNotFound
-from ._params import DEFAULT_FILE_UPLOAD, DEFAULT_HISTORY, validate_limits
+from ._params import BYTES_PER_MB, DEFAULT_FILE_UPLOAD, DEFAULT_HISTORY, validate_limits
 from ._secrets import new_client_secret, session_id_for
 from ._types import (
     Cancellation,
@@ -41,7 +41,6 @@ _ACTIVE = SessionStatus.ACTIVE
 _EXPIRED = SessionStatus.EXPIRED
 _CANCELLED = SessionStatus.CANCELLED
 _NO_ATTRIBUTES: Mapping[str, Any] = {}
-_BYTES_PER_MB = 1024 * 1024
 _floor = math.floor
 _new = tuple.__new__  # builds an Expired without NamedTuple's Python-level __new__
 
@@ -439,7 +438,7 @@ class Engine:
             return UploadDecision(False, UploadReason(status.value), used, limits.max_files)
         if not limits.enabled:
             return UploadDecision(False, UploadReason.UPLOADS_DISABLED, used, limits.max_files)
-        if size_bytes > limits.max_file_size * _BYTES_PER_MB:
+        if size_bytes > limits.max_file_size * BYTES_PER_MB:
             return UploadDecision(False, UploadReason.FILE_TOO_LARGE, used, limits.max_files)
         if used >= limits.max_files:
             return UploadDecision(False, UploadReason.TOO_MANY_FILES, used, limits.max_files)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from ._bearer import bearer_token_in as bearer_token
 from ._gate import Gate
 from ._ratelimit_headers import Verdict, encoded_headers
 
@@ -25,28 +26,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DECISION_STATE_KEY = "ratekeeper_decision"
 
 _JSON = (b"content-type", b"application/json")
-
-
-def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """Return the token of an ``Authorization: Bearer <token>`` header, else ``None``.
-
-    The scheme is matched case-insensitively; any other scheme, or an empty token, is ``None``.
-    """
-    for name, value in headers:
-        # ASGI servers send names in lower case: the plain comparison nearly always decides.
-        if name == b"authorization" or name.lower() == b"authorization":
-            return _token_of(value)
-    return None
-
-
-def _token_of(value: bytes) -> str | None:
-    if value.startswith(b"Bearer "):  # the usual spelling, parsed with less work
-        return value[7:].decode("latin-1").strip() or None
-    scheme, _, token = value.decode("latin-1").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
 
 
 #: The header names the gate adds; an app that sets one itself keeps its own value.

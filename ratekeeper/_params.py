@@ -18,6 +18,8 @@ DEFAULT_FILE_UPLOAD = FileUploadLimits()
 DEFAULT_HISTORY = HistoryLimits()
 MAX_EXPIRES_AFTER_S = 600
 MAX_FILE_SIZE_MB = 512
+#: A megabyte of ``max_file_size``, in bytes (binary, as ``redis/upload.lua`` counts it too).
+BYTES_PER_MB = 1024 * 1024
 MAX_USER_LENGTH = 512
 #: Largest integer a count may be: the schema sets no maximum, but JSON clients (the ChatKit
 #: front end is JavaScript) and Redis's Lua lose precision beyond 2**53 - 1, and a limit that

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from ._errors import BackendError
 from ._types import WINDOW_S, Decision, Reason
 
 #: The policy name in the IETF ``RateLimit`` / ``RateLimit-Policy`` fields.
@@ -310,12 +311,9 @@ _UNAVAILABLE = Verdict(
     False,
     503,
     _encoded(UNAVAILABLE_RETRY),
-    error_body(
-        "The session store is unavailable, so the request could not be checked against its "
-        "session. Please retry shortly.",
-        "server_error",
-        "backend_unavailable",
-    ),
+    # The one 503 of a failing session store, on every edge (the REST surface answers a
+    # BackendError with the same body).
+    error_body(BackendError.public_message, "server_error", BackendError.code),
     None,
 )
 

@@ -54,11 +54,16 @@ def new_client_secret() -> str:
     return "ek_" + encoded[:43].decode("ascii")
 
 
-def secret_digest(client_secret: str) -> bytes:
-    """Return the SHA-256 digest under which the Redis backend checks a secret."""
-    # "surrogatepass": a lone surrogate (possible in a JSON string) must hash to an unknown
-    # secret, not raise; for every valid secret the bytes are plain UTF-8.
-    return _sha256(client_secret.encode("utf-8", "surrogatepass")).digest()
+def secret_digest(secret: str) -> bytes:
+    """Return the SHA-256 digest of a secret: the one home of how a secret is hashed.
+
+    What the Redis backend keeps of a client secret, what :class:`~ratekeeper.server._auth.
+    ApiKeys` keeps of an API key, and what the conversation store keeps of an upload token.
+    """
+    # "surrogatepass": a lone surrogate (possible in a JSON string, or in a key read from the
+    # environment) must hash to an unknown secret, not raise; every other string hashes as
+    # its plain UTF-8.
+    return _sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def session_id_for(client_secret: str) -> str:

@@ -24,7 +24,6 @@ more than the size the client declared.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 from collections.abc import AsyncIterable, AsyncIterator
@@ -42,7 +41,7 @@ from pydantic import AnyUrl
 
 from .._clock import Clock, SystemClock
 from .._errors import RatekeeperError
-from .._secrets import new_id
+from .._secrets import new_id, secret_digest
 from .._tokens import AttachmentTokens
 from ..store import (
     AttachmentNotFound,
@@ -72,10 +71,6 @@ class UploadRefused(RatekeeperError):
         self.status_code = status_code
         self.code = code
         self.message = message
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def _no_upload() -> UploadRefused:
@@ -126,7 +121,7 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
         attachment: Attachment
         if input.mime_type.lower().startswith("image/"):
             preview = self.tokens.token("preview", attachment_id)
-            data[_PREVIEW_KEY] = _digest(preview).hex()
+            data[_PREVIEW_KEY] = secret_digest(preview).hex()
             attachment = ImageAttachment(
                 id=attachment_id,
                 name=input.name,
@@ -150,7 +145,7 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
                 data,
                 session_id=context.session_id,
                 declared_bytes=input.size,
-                upload_token_digest=_digest(token),
+                upload_token_digest=secret_digest(token),
             )
         )
         return attachment
@@ -162,7 +157,7 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
         except AttachmentNotFound:
             return None
         expected = stored.upload_token_digest
-        if expected is None or not hmac.compare_digest(expected, _digest(token)):
+        if expected is None or not hmac.compare_digest(expected, secret_digest(token)):
             return None
         return stored
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from .._bearer import bearer_token
 from .._gate import Gate
+from .._http_errors import refusal_response
 from .._ratelimit_headers import Verdict
 from .._types import Session
 
@@ -25,12 +27,7 @@ def bearer_secret(authorization: str | None) -> str | None:
     empty token) gives ``None``, which :meth:`Gate.check <ratekeeper.Gate.check>` answers
     with 401 ``missing_client_secret``.
     """
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
+    return bearer_token(authorization)
 
 
 async def check_authorization(gate: Gate, authorization: str | None) -> Verdict:
@@ -70,9 +67,4 @@ def verdict_response(verdict: Verdict) -> Response:
     """
     if verdict.allowed:
         raise ValueError("the request was admitted: serve it, sending verdict.headers")
-    return Response(
-        verdict.body(),
-        status_code=verdict.status_code,
-        headers=dict(verdict.headers),
-        media_type="application/json",
-    )
+    return refusal_response(verdict)

@@ -25,12 +25,12 @@ from chatkit.errors import CustomStreamError
 from chatkit.types import UserMessageItem, UserMessageTagContent, UserMessageTextContent
 
 from .._errors import InvalidParameter, RatekeeperError
+from .._params import BYTES_PER_MB
 from .._ratelimit_headers import error_body, verdict_for
 from .._types import Decision, FileUploadLimits, HistoryLimits, Reason, UploadDecision, UploadReason
 
 #: Longest automatic title, in characters (an ellipsis included).
 MAX_TITLE_LENGTH = 60
-_BYTES_PER_MB = 1024 * 1024
 _SESSION_REASONS = frozenset(
     {UploadReason.EXPIRED, UploadReason.CANCELLED, UploadReason.UNKNOWN_SESSION}
 )
@@ -105,8 +105,8 @@ def upload_refusal(
         )
     if reason == "file_too_large":
         # Bytes too: just over the limit, both sides round to the same megabytes.
-        size_mb = size_bytes / _BYTES_PER_MB
-        max_bytes = limits.max_file_size * _BYTES_PER_MB
+        size_mb = size_bytes / BYTES_PER_MB
+        max_bytes = limits.max_file_size * BYTES_PER_MB
         return ChatKitLimitError(
             f"File too large: {size_bytes} bytes ({size_mb:.2f} MB) is more than this "
             f"session's limit of {limits.max_file_size} MB ({max_bytes} bytes) per file "

@@ -16,14 +16,15 @@ Every request goes through the same steps, each refusing before the next does an
 So a rejection always comes before a stream starts; an error inside a stream is reported as
 ChatKit's own ``error`` event. Admitted responses carry the rate-limit headers.
 
-Every error leaves through :func:`_error`, or in a stream ChatKit's ``error`` event, which hide
-client secrets (and the API keys of the service, given as ``redactor``) in what they say: a
-thread id, an attachment id or a request ``type`` a client sent is often quoted back.
+Every error leaves through :meth:`ChatKitEndpoint._respond` (failures are mapped to answers by
+the REST surface's table, :data:`ratekeeper._http_errors.ANSWERS`, plus the endpoint's own
+rows), or in a stream ChatKit's ``error`` event, which hide client secrets (and the API keys of
+the service, given as ``redactor``) in what they say: a thread id, an attachment id or a request
+``type`` a client sent is often quoted back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -50,9 +51,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .._clock import Clock
-from .._errors import BackendError, InvalidParameter, SessionNotFound
+from .._errors import BackendError, SessionNotFound
 from .._gate import Gate
-from .._ratelimit_headers import error_body, refusal_headers, verdict_for
+from .._http_errors import ANSWERS, ApiError, ErrorAnswer, answer_for, error_response
+from .._json_body import read_json_body
+from .._ratelimit_headers import verdict_for
 from .._redact import SHAPES, Redactor
 from .._tokens import AttachmentTokens
 from .._types import Decision, Reason, Session, SessionStatus
@@ -103,46 +106,61 @@ def echo_server(
     return EchoChatKitServer(store, attachment_store)
 
 
-def _error(
-    status_code: int,
-    message: str,
-    code: str | None,
-    *,
-    redactor: Redactor,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    # Every error of the endpoint leaves here: what it quotes of a request is hidden, then cut.
-    message = redactor.echo(message, _MAX_MESSAGE)
-    param = None if param is None else redactor.echo(param)
-    body = json.dumps(error_body(message, type_, code, param), separators=(",", ":"))
-    # Every 401 and 503 carries its retry headers, as the gate's own refusals do.
-    retry = refusal_headers(status_code)
-    if retry:
-        headers = {**(headers or {}), **dict(retry)}
-    return Response(body, status_code, headers=headers, media_type="application/json")
-
-
-def _ended_session_error(status: str, headers: Mapping[str, str] | None = None) -> Response:
+def _ended_session(status: str) -> ErrorAnswer:
     """The gate's own 401 for a session that ended (or vanished) after admission."""
     verdict = verdict_for(Decision(False, Reason(status), 0, 0, math.inf, 0.0))
-    merged = {**dict(verdict.headers), **(headers or {})}
-    return Response(verdict.body(), verdict.status_code, merged, media_type="application/json")
-
-
-def _unavailable(exc: BackendError, headers: Mapping[str, str] | None = None) -> Response:
-    """The 503 of a failing session backend, or of a failing conversation store (as on REST)."""
-    # The cause may name hosts or users: logged by its type only, never answered.
-    _logger.warning("ratekeeper: %s: %s", exc.code, type(exc.__cause__).__name__)
-    return _error(
-        503,
-        exc.public_message,
-        exc.code,
-        redactor=SHAPES,  # a fixed text
-        type_="server_error",
-        headers=headers,
+    assert verdict.error is not None
+    error = verdict.error["error"]
+    return ErrorAnswer(
+        verdict.status_code,
+        error["message"],
+        error["type"],
+        error["code"],
+        error["param"],
+        dict(verdict.headers),
     )
+
+
+def _session_not_found(exc: Exception) -> ErrorAnswer:
+    # Purged between admission and reserve_upload: the gate's 401, not the REST surface's 404.
+    return _ended_session(Reason.UNKNOWN_SESSION)
+
+
+def _limit_error(exc: Exception) -> ErrorAnswer:
+    assert isinstance(exc, ChatKitLimitError)
+    return ErrorAnswer(exc.status_code, exc.message, code=exc.code, param=exc.param)
+
+
+def _not_found(exc: Exception) -> ErrorAnswer:
+    # A custom server's own reads of the store, then openai-chatkit's NotFoundError.
+    message = exc.message if isinstance(exc, ThreadNotFound | AttachmentNotFound) else f"{exc}."
+    return ErrorAnswer(404, message, code="not_found", quotes_input=True)
+
+
+def _invalid_request(exc: Exception) -> ErrorAnswer:
+    assert isinstance(exc, ValidationError)
+    message, param = _validation_message(exc)
+    return ErrorAnswer(400, message, code="invalid_chatkit_request", param=param, quotes_input=True)
+
+
+def _unsupported(exc: Exception) -> ErrorAnswer:
+    return ErrorAnswer(
+        501, "This ChatKit server does not support that operation.", code="unsupported_operation"
+    )
+
+
+#: The REST surface's table (:data:`ratekeeper._http_errors.ANSWERS`) with the endpoint's own
+#: rows: its limits, ChatKit's request and lookup errors, a session gone after admission.
+_ANSWERS: Mapping[type[Exception], Callable[[Exception], ErrorAnswer]] = {
+    **ANSWERS,
+    SessionNotFound: _session_not_found,
+    ThreadNotFound: _not_found,
+    AttachmentNotFound: _not_found,
+    NotFoundError: _not_found,
+    ChatKitLimitError: _limit_error,
+    ValidationError: _invalid_request,
+    NotImplementedError: _unsupported,
+}
 
 
 def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
@@ -236,8 +254,33 @@ class ChatKitEndpoint:
         ]
 
     def _error(self, status_code: int, message: str, code: str | None, **options: Any) -> Response:
-        """:func:`_error` with this endpoint's redactor."""
-        return _error(status_code, message, code, redactor=self.redactor, **options)
+        """An error the endpoint answers itself (its message may quote a request)."""
+        return self._respond(
+            ErrorAnswer(status_code, message, code=code, quotes_input=True, **options)
+        )
+
+    def _answer(self, exc: Exception, headers: Mapping[str, str] | None = None) -> Response:
+        """Answer a request the endpoint could not serve, before any stream: the failure's
+        row of :data:`_ANSWERS`, else a 500 (logged)."""
+        answer = answer_for(exc, _ANSWERS)
+        if answer is None:
+            _logger.error("ChatKit request failed: %s", type(exc).__name__, exc_info=exc)
+            answer = ErrorAnswer(
+                500,
+                "The ChatKit server had an error while processing your request.",
+                "server_error",
+            )
+        return self._respond(answer, headers)
+
+    def _respond(self, answer: ErrorAnswer, headers: Mapping[str, str] | None = None) -> Response:
+        """The response of ``answer``, with ``headers`` (the verdict's) under its own: through
+        :func:`~ratekeeper._http_errors.error_response` with this endpoint's redactor, a message
+        quoting a request cut short after redaction."""
+        if answer.quotes_input:
+            answer = answer._replace(message=self.redactor.echo(answer.message, _MAX_MESSAGE))
+        return error_response(
+            answer._replace(headers={**(headers or {}), **(answer.headers or {})}), self.redactor
+        )
 
     # -- the protocol endpoint -------------------------------------------------------------
 
@@ -251,26 +294,19 @@ class ChatKitEndpoint:
             return verdict_response(verdict)
         headers = dict(verdict.headers)
         if session is None:  # an admitted request always carries its session
-            return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
-
-        body = await self._read_body(request)
-        if isinstance(body, Response):
-            body.headers.update(headers)
-            return body
+            return self._respond(_ended_session(Reason.UNKNOWN_SESSION), headers)
         try:
+            body = await read_json_body(request, self.max_body_bytes)
             parsed = self._requests.validate_json(body)
-        except ValidationError as exc:
-            message, param = _validation_message(exc)
-            return self._error(
-                400, message, "invalid_chatkit_request", param=param, headers=headers
-            )
+        except (ApiError, ValidationError) as exc:
+            return self._answer(exc, headers)
 
         context = self._context(request, session, verdict.decision)
         try:
             await self._check_limits(parsed, context)
             result = await self.server.process(body, context)
         except Exception as exc:  # every failure becomes an OpenAI-shaped answer
-            return self._failure(exc, headers)
+            return self._answer(exc, headers)
         if isinstance(result, StreamingResult):
             return StreamingResponse(
                 self._events(result),
@@ -285,39 +321,6 @@ class ChatKitEndpoint:
         base = self.public_url if self.public_url is not None else str(request.base_url)
         upload_base = f"{base.rstrip('/')}{self.path}/attachments/"
         return ChatKitContext(session, decision, upload_base, request)
-
-    async def _read_body(self, request: Request) -> bytes | Response:
-        content_type = request.headers.get("content-type")
-        if content_type is not None:
-            media_type = content_type.partition(";")[0].strip().lower()
-            if media_type != "application/json" and not media_type.endswith("+json"):
-                return self._error(
-                    415,
-                    "Unsupported content type: the ChatKit endpoint expects a JSON body with "
-                    "'Content-Type: application/json'.",
-                    "unsupported_media_type",
-                )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return self._too_large()
-        chunks = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    return self._too_large()
-                chunks.append(chunk)
-        except ClientDisconnect:
-            return self._error(400, "The client disconnected before sending its body.", None)
-        return b"".join(chunks)
-
-    def _too_large(self) -> Response:
-        return self._error(
-            413,
-            f"Request body too large: at most {self.max_body_bytes} bytes are accepted.",
-            "request_too_large",
-        )
 
     async def _check_limits(self, request: Any, context: ChatKitContext) -> None:
         """Refuse what the session's limits forbid, and names of what is not the user's.
@@ -353,45 +356,6 @@ class ChatKitEndpoint:
             for attachment_id in user_input.attachments:
                 await store.load_attachment(attachment_id, context)
 
-    def _failure(self, exc: Exception, headers: Mapping[str, str]) -> Response:
-        """Answer a request the server (or a limit) could not serve, before any stream."""
-        if isinstance(exc, ChatKitLimitError):
-            body = json.dumps(exc.error_body(), separators=(",", ":"))
-            merged = {**headers, **dict(refusal_headers(exc.status_code))}
-            return Response(body, exc.status_code, merged, media_type="application/json")
-        if isinstance(exc, NotFoundError):
-            return self._error(404, f"{exc}.", "not_found", headers=headers)
-        if isinstance(exc, ThreadNotFound | AttachmentNotFound):  # a custom server's own reads
-            return self._error(404, exc.message, "not_found", headers=headers)
-        if isinstance(exc, UnstorableValue):
-            return self._error(400, exc.public_message, "invalid_value", headers=headers)
-        if isinstance(exc, InvalidParameter):
-            return self._error(400, exc.message, exc.code, param=exc.param, headers=headers)
-        if isinstance(exc, ValidationError):
-            message, param = _validation_message(exc)
-            return self._error(
-                400, message, "invalid_chatkit_request", param=param, headers=headers
-            )
-        if isinstance(exc, NotImplementedError):
-            return self._error(
-                501,
-                "This ChatKit server does not support that operation.",
-                "unsupported_operation",
-                headers=headers,
-            )
-        if isinstance(exc, BackendError):
-            return _unavailable(exc, headers)
-        if isinstance(exc, SessionNotFound):  # purged between admission and reserve_upload
-            return _ended_session_error(Reason.UNKNOWN_SESSION, headers)
-        _logger.error("ChatKit request failed: %s", type(exc).__name__, exc_info=exc)
-        return self._error(
-            500,
-            "The ChatKit server had an error while processing your request.",
-            None,
-            type_="server_error",
-            headers=headers,
-        )
-
     async def _events(self, result: StreamingResult) -> AsyncIterator[bytes]:
         """Relay a stream; a failure after it started becomes ChatKit's ``error`` event."""
         try:
@@ -426,7 +390,7 @@ class ChatKitEndpoint:
         try:
             pending = await self.attachments.pending(attachment_id, token)
         except BackendError as exc:
-            return _unavailable(exc)
+            return self._answer(exc)
         if pending is None or pending.session_id is None or pending.declared_bytes is None:
             return self._error(
                 404,
@@ -435,12 +399,10 @@ class ChatKitEndpoint:
             )
         try:
             session = await self.gate.get(pending.session_id)
-        except SessionNotFound:
-            return _ended_session_error(Reason.UNKNOWN_SESSION)
-        except BackendError as exc:
-            return _unavailable(exc)
+        except (SessionNotFound, BackendError) as exc:
+            return self._answer(exc)
         if session.status is not SessionStatus.ACTIVE:
-            return _ended_session_error(session.status.value)
+            return self._respond(_ended_session(session.status.value))
         declared = request.headers.get("content-length")
         if declared is None or not declared.isdigit():
             return self._error(411, "Uploads need a Content-Length header.", "length_required")
@@ -471,7 +433,7 @@ class ChatKitEndpoint:
         except UploadRefused as exc:
             return self._error(exc.status_code, exc.message, exc.code)
         except BackendError as exc:
-            return _unavailable(exc)
+            return self._answer(exc)
         body = attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True})
         return Response(body, media_type="application/json")
 
@@ -492,7 +454,7 @@ class ChatKitEndpoint:
         except AttachmentNotFound:
             return gone
         except BackendError as exc:
-            return _unavailable(exc)
+            return self._answer(exc)
         attachment = stored.data.get("attachment") or {}
         media_type = str(attachment.get("mime_type") or "").lower()
         if _IMAGE_TYPE.fullmatch(media_type) is None:

@@ -7,6 +7,7 @@ through its conversation store (:mod:`ratekeeper.store`). Needs the ``server`` e
 
 from __future__ import annotations
 
+from .._http_errors import ApiError
 from .._moved import register_moved as _register_moved
 from ..store import (
     ITEM_TYPES,
@@ -29,7 +30,6 @@ from ._app import (
 from ._auth import ApiKeys, new_api_key
 from ._logs import RedactSecrets
 from ._protocol import ConnectionLimits, LimitedHTTPProtocol
-from ._responses import ApiError
 from ._service_context import ServiceContext
 from ._settings import SETTINGS, ServerSettings, Setting, SettingsError, default_data_dir
 

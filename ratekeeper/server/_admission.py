@@ -12,8 +12,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .._http_errors import ApiError, refusal_response
 from ._auth import bearer_token
-from ._responses import ApiError
 from ._service_context import ServiceContext
 
 
@@ -30,14 +30,8 @@ async def admit(request: Request) -> Response:
             headers={"www-authenticate": 'Bearer realm="ratekeeper", error="invalid_token"'},
         )
     verdict = await ctx.gate.check(secret)
-    headers = dict(verdict.headers)
     if not verdict.allowed:
-        return Response(
-            verdict.body(),
-            status_code=verdict.status_code,
-            headers=headers,
-            media_type="application/json",
-        )
+        return refusal_response(verdict)
     decision = verdict.decision
     body = {
         "object": "ratekeeper.admission",
@@ -46,4 +40,4 @@ async def admit(request: Request) -> Response:
         "limit": decision.limit if decision is not None else None,
         "remaining": decision.remaining if decision is not None else None,
     }
-    return JSONResponse(body, headers=headers)
+    return JSONResponse(body, headers=dict(verdict.headers))

@@ -6,7 +6,6 @@ requests only. Neither is accepted in the other's place, and neither is ever ech
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import sys
@@ -14,7 +13,9 @@ from collections.abc import Iterable
 
 from starlette.requests import Request
 
-from ._responses import ApiError
+from .._bearer import bearer_token_in
+from .._http_errors import ApiError
+from .._secrets import secret_digest
 
 #: The ``OpenAI-Beta`` token every ChatKit REST request carries (the SDKs send it).
 BETA_HEADER_VALUE = "chatkit_beta=v1"
@@ -39,15 +40,8 @@ def announce_generated_key(key: str) -> None:
 
 
 def bearer_token(request: Request) -> str | None:
-    """Return the token of an ``Authorization: Bearer <token>`` header, or ``None``."""
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    token = token.strip()
-    return token or None
+    """Return the token of the request's ``Authorization: Bearer <token>`` header, or ``None``."""
+    return bearer_token_in(request.scope["headers"])
 
 
 class ApiKeys:
@@ -75,7 +69,7 @@ class ApiKeys:
                     f"API key #{index} starts with {_SECRET_PREFIX!r}, which is reserved for "
                     "client secrets; choose another key"
                 )
-            digests.append(hashlib.sha256(key.encode()).digest())
+            digests.append(secret_digest(key))
         if not digests:
             raise ValueError("at least one API key is needed")
         self._digests = tuple(digests)
@@ -89,7 +83,7 @@ class ApiKeys:
         Every configured key is compared, each in constant time, so the time taken says
         nothing about which key (or how much of one) matched.
         """
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        digest = secret_digest(presented)
         found = False
         for candidate in self._digests:
             found |= hmac.compare_digest(digest, candidate)

@@ -1,13 +1,14 @@
-"""Reading request bodies: content type and a size cap (the route's model parses the JSON)."""
+"""Reading JSON request bodies: :func:`~ratekeeper._json_body.read_json_body` (content type and a
+size cap, shared with the ChatKit endpoint) then strict JSON."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
+from .._json_body import read_json_body
 from ._models import parse_json
-from ._responses import ApiError
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -20,60 +21,3 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         InvalidParameter: the body is empty or not valid JSON (400 ``invalid_json``).
     """
     return parse_json(await read_json_body(request, max_bytes))
-
-
-async def read_json_body(request: Request, max_bytes: int) -> bytes:
-    """Return the request's body, refusing a non-JSON content type or more than allowed.
-
-    Raises:
-        ApiError: 415 for a non-JSON content type, 413 for a body over ``max_bytes``, 400
-            ``client_disconnected`` when the client hangs up before the body is complete.
-    """
-    # One pass over the raw headers (names are lower case in ASGI), the first of each kept,
-    # as Starlette's ``request.headers.get`` would, without decoding every name twice.
-    content_type = declared = None
-    for name, value in request.scope["headers"]:
-        if name == b"content-type":
-            if content_type is None:
-                content_type = value.decode("latin-1")
-        elif name == b"content-length" and declared is None:
-            declared = value.decode("latin-1")
-    if content_type is not None:
-        media_type = content_type.partition(";")[0].strip().lower()
-        if media_type != "application/json" and not (
-            media_type.startswith("application/") and media_type.endswith("+json")
-        ):
-            raise ApiError(
-                415,
-                "Unsupported content type: the ChatKit API expects a JSON body with "
-                "'Content-Type: application/json'.",
-                code="unsupported_media_type",
-            )
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
-    chunks = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise _too_large(max_bytes)
-            if chunk:
-                chunks.append(chunk)
-    except ClientDisconnect:
-        # Nobody will read this answer; it only keeps a client's hang-up from being logged
-        # as "Exception in ASGI application" and answered as a 500.
-        raise ApiError(
-            400,
-            "The client closed the connection before the request body was complete.",
-            code="client_disconnected",
-        ) from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk: no copy
-
-
-def _too_large(max_bytes: int) -> ApiError:
-    return ApiError(
-        413,
-        f"Request body too large: at most {max_bytes} bytes are accepted.",
-        code="request_too_large",
-    )

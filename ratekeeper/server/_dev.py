@@ -48,11 +48,11 @@ from .._clock import Clock, SystemClock
 from .._engine import Engine
 from .._errors import InvalidParameter
 from .._gate import Gate
+from .._http_errors import ApiError
 from .._params import check_int, check_known, require, type_name
 from ._bodies import read_json
 from ._dev_faults import DevGate, FaultTable, check_seconds, parse_fault
 from ._dev_requests import DEV_PREFIX, REQUEST_LOG_SIZE, RecentRequests, RecentRequestsMiddleware
-from ._responses import ApiError
 from ._service_context import ServiceContext
 from ._settings import MAX_RETENTION_S, ServerSettings, SettingsError
 

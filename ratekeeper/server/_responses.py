@@ -1,8 +1,9 @@
 """OpenAI-shaped JSON responses and the translation of every failure into one.
 
 Route handlers raise; the handlers registered here turn each exception into the status and the
-``{"error": {"message", "type", "param", "code"}}`` body OpenAI would send. The body itself is
-built by :func:`ratekeeper._ratelimit_headers.error_body`, the one home of that shape.
+``{"error": {"message", "type", "param", "code"}}`` body OpenAI would send, through the table
+the ChatKit endpoint shares (:data:`ratekeeper._http_errors.ANSWERS`) and the one response
+builder, :func:`error_response`.
 
 Every error leaves through :func:`error_response`, which hides client secrets and the service's
 API keys (:func:`redactor_of` the app) in the message and the param, whatever raised it: a
@@ -12,8 +13,6 @@ own.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 from typing import Any
 
 import pydantic_core
@@ -21,21 +20,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .._errors import (
-    BackendError,
-    CapacityExceeded,
-    InvalidParameter,
-    RatekeeperError,
-    SessionNotFound,
-)
-from .._ratelimit_headers import error_body, refusal_headers
+from .._http_errors import ANSWERS, ErrorAnswer, answer_for, error_response
 from .._redact import SHAPES, Redactor
-from ..store import ThreadNotFound, UnstorableValue
 
 #: Where the request-id middleware puts the id in the scope.
 REQUEST_ID_KEY = "ratekeeper.request_id"
-
-_logger = logging.getLogger("ratekeeper.server")
 
 
 def redactor_of(app: Any) -> Redactor:
@@ -60,66 +49,9 @@ def redact(text: str) -> str:
     return SHAPES.echo(text)
 
 
-class ApiError(RatekeeperError):
-    """Raised by route handlers to answer with an OpenAI-shaped error.
-
-    Attributes:
-        status_code: the HTTP status.
-        message: the error's ``message`` (never holding a secret).
-        type: the error's ``type``, e.g. ``"invalid_request_error"``.
-        code: the error's ``code``, or ``None``.
-        param: the error's ``param``, or ``None``.
-        headers: extra response headers.
-    """
-
-    def __init__(
-        self,
-        status_code: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-        self.headers = dict(headers or {})
-
-
-def error_response(
-    status_code: int,
-    message: str,
-    *,
-    type: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    redactor: Redactor = SHAPES,
-) -> JSONResponse:
-    """Return an OpenAI-shaped error response, with ``redactor`` applied to its message and
-    param (shapes of secrets only by default: the handlers here pass the app's).
-
-    A 401 gets ``x-should-retry: false`` and a 503 ``retry-after`` and ``retry-after-ms``
-    (:func:`~ratekeeper.refusal_headers`), unless ``headers`` set them.
-    """
-    message = redactor.text(message)
-    param = None if param is None else redactor.echo(param)
-    retry = refusal_headers(status_code)
-    if retry:
-        headers = {**dict(retry), **(headers or {})}
-    return JSONResponse(
-        error_body(message, type, code, param), status_code=status_code, headers=headers
-    )
-
-
 def _answer(request: Request, status_code: int, message: str, **options: Any) -> JSONResponse:
     """:func:`error_response` with the redactor of the app serving ``request``."""
-    return error_response(status_code, message, redactor=redactor_of(request.app), **options)
+    return error_response(ErrorAnswer(status_code, message, **options), redactor_of(request.app))
 
 
 def _echo(request: Request, text: str) -> str:
@@ -127,56 +59,19 @@ def _echo(request: Request, text: str) -> str:
     return redactor_of(request.app).echo(text)
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+async def _mapped(request: Request, exc: Exception) -> Response:
+    # Every exception with a row in the shared table (ratekeeper._http_errors.ANSWERS).
+    answer = answer_for(exc)
+    assert answer is not None
+    message = _echo(request, answer.message) if answer.quotes_input else answer.message
     return _answer(
         request,
-        exc.status_code,
-        exc.message,
-        type=exc.type,
-        code=exc.code,
-        param=exc.param,
-        headers=exc.headers,
-    )
-
-
-async def _invalid_parameter(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, InvalidParameter)
-    # The param can be a name the client made up (an unknown field): it may hold a secret too.
-    return _answer(request, 400, _echo(request, exc.message), code=exc.code, param=exc.param)
-
-
-async def _session_not_found(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SessionNotFound)
-    return _answer(request, 404, _echo(request, str(exc)))
-
-
-async def _thread_not_found(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ThreadNotFound)
-    return _answer(request, 404, _echo(request, exc.message))
-
-
-async def _backend_error(request: Request, exc: Exception) -> Response:
-    # The session backend or the conversation store: the cause may name hosts or keys, so it
-    # is logged by its type only, never answered.
-    assert isinstance(exc, BackendError)
-    _logger.warning("ratekeeper: %s: %s", exc.code, type(exc.__cause__).__name__)
-    return _answer(request, 503, exc.public_message, type="server_error", code=exc.code)
-
-
-async def _unstorable_value(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, UnstorableValue)
-    return _answer(request, 400, exc.public_message, code="invalid_value")
-
-
-async def _capacity_exceeded(request: Request, exc: Exception) -> Response:
-    return _answer(
-        request,
-        503,
-        "The service holds as many active sessions as it is configured for. Cancel sessions "
-        "or raise RATEKEEPER_MAX_SESSIONS.",
-        type="server_error",
-        code="capacity_exceeded",
+        answer.status_code,
+        message,
+        type=answer.type,
+        code=answer.code,
+        param=answer.param,
+        headers=answer.headers,
     )
 
 
@@ -214,13 +109,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def exception_handlers() -> dict[Any, Any]:
     """Return Starlette's ``exception_handlers`` mapping for the service."""
     return {
-        ApiError: _api_error,
-        InvalidParameter: _invalid_parameter,
-        SessionNotFound: _session_not_found,
-        ThreadNotFound: _thread_not_found,
-        UnstorableValue: _unstorable_value,
-        BackendError: _backend_error,
-        CapacityExceeded: _capacity_exceeded,
+        **dict.fromkeys(ANSWERS, _mapped),
         HTTPException: _http_exception,
         Exception: _server_error,
     }

@@ -13,10 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._http_errors import ApiError
+from .._json_body import read_json_body
 from .._types import Session
-from ._bodies import read_json_body
 from ._models import CreateSessionRequest, parse_create_session
-from ._responses import ApiError, json_response
+from ._responses import json_response
 from ._service_context import ServiceContext
 
 #: ``client_secret`` of a session returned by cancel: only a hash of the secret is kept.

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..store import Page
+from ._queries import parse_list_query, parse_thread_list_query
 from ._service_context import ServiceContext
-from ._validation import parse_list_query
 
 
 def _envelope(page: Page[Any]) -> dict[str, Any]:
@@ -26,7 +26,7 @@ async def list_threads(request: Request) -> JSONResponse:
     """List threads, newest first by default (``ListThreadsMethod``)."""
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
-    query = parse_list_query(request.query_params, with_user=True)
+    query = parse_thread_list_query(request.query_params)
     page = await ctx.store.list_threads(
         user=query.user,
         limit=query.limit,
@@ -74,7 +74,7 @@ async def list_thread_items(request: Request) -> JSONResponse:
     """List a thread's items (``ListThreadItemsMethod``)."""
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
-    query = parse_list_query(request.query_params, with_user=False)
+    query = parse_list_query(request.query_params)
     page = await ctx.store.list_items(
         request.path_params["thread_id"],
         limit=query.limit,
