@@ -25,7 +25,6 @@ more than the size the client declared.
 from __future__ import annotations
 
 import hmac
-import math
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -39,18 +38,15 @@ from chatkit.types import (
 )
 from pydantic import AnyUrl
 
-from .._clock import Clock, SystemClock
 from .._errors import RatekeeperError
 from .._secrets import new_id, secret_digest
-from .._tokens import AttachmentTokens
 from ..store import (
     AttachmentNotFound,
     AttachmentTooLarge,
-    ConversationStore,
     StoredAttachment,
 )
 from ._context import ChatKitContext
-from ._store import attachment_from_json, attachment_json, owned_attachment
+from ._store import OverConversations, attachment_from_json, attachment_json, owned_attachment
 
 # Present in a stored image attachment's data: its preview may be served. (Earlier versions
 # kept the digest of a random preview token here; any value now only marks the image.)
@@ -81,7 +77,7 @@ def _no_upload() -> UploadRefused:
     )
 
 
-class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
+class ChatKitAttachmentStore(OverConversations, AttachmentStore[ChatKitContext]):
     """Attachment bytes in the conversation store, uploaded in two phases.
 
     Args:
@@ -92,17 +88,6 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
 
     Holds no state of its own, so every worker may have one over the same shared store.
     """
-
-    def __init__(
-        self,
-        conversations: ConversationStore,
-        *,
-        clock: Clock | None = None,
-        tokens: AttachmentTokens | None = None,
-    ) -> None:
-        self.conversations = conversations
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self.tokens = tokens if tokens is not None else AttachmentTokens.for_this_process()
 
     def generate_attachment_id(self, mime_type: str, context: ChatKitContext) -> str:
         """Return a new attachment id, ``atc_`` and 128 random bits (the default has 32)."""
@@ -141,7 +126,7 @@ class ChatKitAttachmentStore(AttachmentStore[ChatKitContext]):
             StoredAttachment(
                 attachment_id,
                 context.user,
-                math.floor(self._clock.time()),
+                self._now(),
                 data,
                 session_id=context.session_id,
                 declared_bytes=input.size,

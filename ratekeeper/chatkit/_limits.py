@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from chatkit.errors import CustomStreamError
 from chatkit.types import UserMessageItem, UserMessageTagContent, UserMessageTextContent
 
-from .._errors import InvalidParameter, RatekeeperError
-from .._params import BYTES_PER_MB
+from .._errors import RatekeeperError
+from .._params import BYTES_PER_MB, check_int
 from .._ratelimit_headers import error_body, verdict_for
 from .._types import Decision, FileUploadLimits, HistoryLimits, Reason, UploadDecision, UploadReason
 
@@ -77,13 +77,7 @@ def history_refusal(history: HistoryLimits) -> ChatKitLimitError | None:
 
 def check_upload_size(size_bytes: int) -> None:
     """Raise :class:`~ratekeeper.InvalidParameter` for a negative declared size."""
-    if size_bytes < 0:
-        raise InvalidParameter(
-            f"Invalid 'params.size': integer below minimum value. Expected a value >= 0, but "
-            f"got {size_bytes} instead.",
-            param="params.size",
-            code="integer_below_min_value",
-        )
+    check_int(size_bytes, "params.size", minimum=0)
 
 
 def upload_refusal(

@@ -25,7 +25,7 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, UserMess
 from pydantic import TypeAdapter, ValidationError
 
 from .._clock import Clock, SystemClock
-from .._errors import InvalidParameter
+from .._params import check_int
 from .._secrets import new_id
 from .._tokens import AttachmentTokens
 from ..store import (
@@ -92,24 +92,35 @@ def _thread_id(thread: ThreadMetadata) -> str:
     return thread.id
 
 
-def _page_size(limit: int) -> int:
-    """Return a listing's ``limit``, refusing a negative one (a client's ``params.limit``)."""
-    if limit < 0:
-        raise InvalidParameter(
-            f"Invalid 'params.limit': integer below minimum value. Expected a value >= 0, but "
-            f"got {limit} instead.",
-            param="params.limit",
-            code="integer_below_min_value",
-        )
-    return limit
-
-
 def _next_after(entries: list[ThreadItem] | list[ThreadMetadata], has_more: bool) -> str | None:
     """The cursor for the next page: the last id of this one while more remain."""
     return entries[-1].id if has_more and entries else None
 
 
-class ChatKitStore(Store[ChatKitContext]):
+class OverConversations:
+    """What both ChatKit stores are built on: a conversation store, a clock and the tokens.
+
+    See :class:`ChatKitStore` and :class:`~ratekeeper.chatkit.ChatKitAttachmentStore` for the
+    arguments; the clock and the tokens default alike for both.
+    """
+
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        *,
+        clock: Clock | None = None,
+        tokens: AttachmentTokens | None = None,
+    ) -> None:
+        self.conversations = conversations
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self.tokens = tokens if tokens is not None else AttachmentTokens.for_this_process()
+
+    def _now(self) -> int:
+        """Whole seconds: the ``created_at`` of new attachment metadata."""
+        return math.floor(self._clock.time())
+
+
+class ChatKitStore(OverConversations, Store[ChatKitContext]):
     """openai-chatkit's ``Store`` on a conversation store, scoped by the session's user.
 
     Args:
@@ -125,17 +136,6 @@ class ChatKitStore(Store[ChatKitContext]):
     number of workers may each have one over the same shared store; safe to use from one
     event loop (the conversation store documents its own thread-safety).
     """
-
-    def __init__(
-        self,
-        conversations: ConversationStore,
-        *,
-        clock: Clock | None = None,
-        tokens: AttachmentTokens | None = None,
-    ) -> None:
-        self.conversations = conversations
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self.tokens = tokens if tokens is not None else AttachmentTokens.for_this_process()
 
     def _item(self, stored: StoredItem) -> ThreadItem:
         """The ChatKit item of a stored one, its attachments' tokens put back."""
@@ -219,7 +219,7 @@ class ChatKitStore(Store[ChatKitContext]):
         Raises:
             InvalidParameter: ``limit`` is negative.
         """
-        limit = _page_size(limit)
+        limit = check_int(limit, "params.limit", minimum=0)
         direction: Order = "asc" if order == "asc" else "desc"
         recent = context.history.recent_threads
         if recent is None:
@@ -263,7 +263,7 @@ class ChatKitStore(Store[ChatKitContext]):
             InvalidParameter: ``limit`` is negative.
         """
         await self._owned(thread_id, context)
-        limit = _page_size(limit)
+        limit = check_int(limit, "params.limit", minimum=0)
         direction: Order = "asc" if order == "asc" else "desc"
         try:
             page = await self.conversations.list_items(
@@ -358,7 +358,7 @@ class ChatKitStore(Store[ChatKitContext]):
         try:
             stored = await self.conversations.get_attachment(attachment.id)
         except AttachmentNotFound:
-            now = math.floor(self._clock.time())
+            now = self._now()
             if attachment.thread_id is not None:
                 await self._owned(attachment.thread_id, context)
             await self.conversations.save_attachment(

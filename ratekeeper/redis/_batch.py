@@ -18,8 +18,9 @@ Either way each admission is one atomic script run and its caller waits for one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, NoScriptError
@@ -39,11 +40,87 @@ def bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-#: One queued admission: its two keys and its arguments, RESP-encoded, and its caller's future.
-_Queued = tuple[bytes, bytes, "asyncio.Future[bytes]"]
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
 
 
-class ScriptBatcher:
+class _Batcher(ABC, Generic[Request, Reply]):
+    """Sends a call at once when none is in flight, else queues it for the next batch.
+
+    The one state machine of both batchers: a subclass says how one call is sent alone
+    (:meth:`_direct`) and how a batch of queued calls is sent and answered (:meth:`_send_batch`).
+    """
+
+    __slots__ = ("_busy", "_flusher", "_max_batch", "_queue")
+
+    def __init__(self, max_batch: int) -> None:
+        self._max_batch = max_batch
+        self._queue: list[tuple[Request, asyncio.Future[Reply]]] = []
+        # The task sending queued batches; kept referenced so it is not collected mid-run.
+        self._flusher: asyncio.Task[None] | None = None
+        # Whether a call is in flight (sent by a caller directly or by the flusher).
+        self._busy = False
+
+    async def _submit(self, request: Request) -> Reply:
+        if not self._busy:
+            # Nothing in flight: send at once, no batching delay. Calls arriving meanwhile
+            # queue up and leave together when this one is answered.
+            self._busy = True
+            try:
+                return await self._direct(request)
+            except BackendError as exc:
+                if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
+                    self._fail_queued(exc.__cause__)
+                raise
+            finally:
+                self._busy = False
+                if self._queue:
+                    self._start()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        return await future
+
+    @abstractmethod
+    def _direct(self, request: Request) -> Awaitable[Reply]:
+        """Send one call alone (a plain method returning the awaitable: no extra frame)."""
+
+    @abstractmethod
+    async def _send_batch(self, batch: list[tuple[Request, asyncio.Future[Reply]]]) -> None:
+        """Send ``batch`` and settle every future in it (cancel them if cancelled)."""
+
+    def _start(self) -> None:
+        self._busy = True
+        self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                await self._send_batch(batch)
+        except BaseException:
+            # Cancelled (the loop is closing): no queued caller may wait forever.
+            for _, future in self._queue:
+                future.cancel()
+            self._queue.clear()
+            raise
+        finally:
+            self._flusher = None
+            self._busy = False
+
+    def _fail_queued(self, cause: BaseException) -> None:
+        """Fail every queued call with ``cause``, wrapped, at once."""
+        # While Redis is unreachable or hung, waiting in line for one socket timeout after
+        # another would make a caller wait far longer than one timeout.
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                error = wrap(cause)
+                error.__cause__ = cause
+                future.set_exception(error)
+
+
+class ScriptBatcher(_Batcher[tuple[bytes, bytes], bytes]):
     """Sends whatever admissions are queued as one ``EVALSHA`` of ``admit_many.lua``.
 
     Args:
@@ -56,17 +133,7 @@ class ScriptBatcher:
     asyncio only, one event loop; not thread-safe.
     """
 
-    __slots__ = (
-        "_busy",
-        "_circuit",
-        "_client",
-        "_eval_head",
-        "_flusher",
-        "_max_batch",
-        "_now",
-        "_queue",
-        "_sha_head",
-    )
+    __slots__ = ("_circuit", "_client", "_eval_head", "_now", "_sha_head")
 
     def __init__(
         self,
@@ -81,14 +148,9 @@ class ScriptBatcher:
         self._sha_head = b"$7\r\nEVALSHA\r\n" + bulk(script.sha.encode())
         self._eval_head = b"$4\r\nEVAL\r\n" + bulk(script.source.encode())
         self._now = now
-        self._max_batch = max_batch
-        self._queue: list[_Queued] = []
-        # The task sending queued batches; kept referenced so it is not collected mid-run.
-        self._flusher: asyncio.Task[None] | None = None
-        # Whether a batch is in flight (sent by a caller directly or by the flusher).
-        self._busy = False
+        super().__init__(max_batch)
 
-    async def call(self, keys: bytes, args: bytes) -> bytes:
+    def call(self, keys: bytes, args: bytes) -> Coroutine[Any, Any, bytes]:
         """Run one admission (``keys``: its two keys, ``args``: digest and flag, both RESP).
 
         Returns its reply line (see ``decide.lua``).
@@ -96,60 +158,34 @@ class ScriptBatcher:
         Raises:
             BackendError: Redis failed.
         """
-        if not self._busy:
-            # Nothing in flight: send at once, no batching delay.
-            self._busy = True
-            try:
-                return await self._round_trip(keys, args, 1)
-            except BackendError as exc:
-                if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
-                    self._fail_queued(exc.__cause__)
-                raise
-            finally:
-                self._busy = False
-                if self._queue:
-                    self._start()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._queue.append((keys, args, future))
-        return await future
+        return self._submit((keys, args))
 
-    def _start(self) -> None:
-        self._busy = True
-        self._flusher = asyncio.ensure_future(self._flush())
+    def _direct(self, request: tuple[bytes, bytes]) -> Awaitable[bytes]:
+        keys, args = request
+        return self._round_trip(keys, args, 1)
 
-    async def _flush(self) -> None:
-        queue = self._queue
+    async def _send_batch(
+        self, batch: list[tuple[tuple[bytes, bytes], asyncio.Future[bytes]]]
+    ) -> None:
+        keys = b"".join([request[0] for request, _ in batch])
+        args = b"".join([request[1] for request, _ in batch])
         try:
-            while queue:
-                batch = queue[: self._max_batch]
-                del queue[: self._max_batch]
-                keys = b"".join([item[0] for item in batch])
-                args = b"".join([item[1] for item in batch])
-                try:
-                    reply = await self._round_trip(keys, args, len(batch))
-                except BackendError as exc:
-                    if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
-                        self._fail_queued(exc.__cause__)
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(_copy(exc))
-                    continue
-                except BaseException:
-                    # Cancelled mid-send (the loop is closing): no caller may wait forever.
-                    for _, _, future in batch:
-                        future.cancel()
-                    raise
-                for (_, _, future), line in zip(batch, reply.split(b"\n"), strict=True):
-                    if not future.done():  # the caller may have been cancelled meanwhile
-                        future.set_result(line)
+            reply = await self._round_trip(keys, args, len(batch))
+        except BackendError as exc:
+            if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
+                self._fail_queued(exc.__cause__)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(_copy(exc))
+            return
         except BaseException:
-            for _, _, future in queue:
+            # Cancelled mid-send (the loop is closing): no caller may wait forever.
+            for _, future in batch:
                 future.cancel()
-            queue.clear()
             raise
-        finally:
-            self._flusher = None
-            self._busy = False
+        for (_, future), line in zip(batch, reply.split(b"\n"), strict=True):
+            if not future.done():  # the caller may have been cancelled meanwhile
+                future.set_result(line)
 
     async def _round_trip(self, keys: bytes, args: bytes, count: int) -> bytes:
         """Send one batch of ``count`` admissions and return the script's reply."""
@@ -192,17 +228,6 @@ class ScriptBatcher:
                 await pool.release(connection)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _fail_queued(self, cause: BaseException) -> None:
-        """Fail every queued call with ``cause``, wrapped, at once."""
-        # While Redis is unreachable or hung, waiting in line for one socket timeout after
-        # another would make a caller wait far longer than one timeout.
-        queued, self._queue = self._queue, []
-        for _, _, future in queued:
-            if not future.done():
-                error = wrap(cause)
-                error.__cause__ = cause
-                future.set_exception(error)
-
 
 def _copy(exc: BackendError) -> BackendError:
     """A fresh exception per caller: one instance raised in many tasks would share tracebacks."""
@@ -211,7 +236,7 @@ def _copy(exc: BackendError) -> BackendError:
     return error
 
 
-class PipelineBatcher:
+class PipelineBatcher(_Batcher[Sequence[Any], Any]):
     """Queues one script's calls and sends whatever is queued as one pipeline.
 
     Args:
@@ -222,65 +247,27 @@ class PipelineBatcher:
     asyncio only, one event loop; not thread-safe.
     """
 
-    __slots__ = ("_busy", "_flusher", "_max_batch", "_queue", "_runner", "_script")
+    __slots__ = ("_runner", "_script")
 
     def __init__(self, runner: ScriptRunner, script: Script, max_batch: int = 128) -> None:
         self._runner = runner
         self._script = script
-        self._max_batch = max_batch
-        self._queue: list[tuple[Sequence[Any], asyncio.Future[Any]]] = []
-        # The task sending queued batches; kept referenced so it is not collected mid-run.
-        self._flusher: asyncio.Task[None] | None = None
-        # Whether a command of this script is in flight (sent directly or by the flusher).
-        self._busy = False
+        super().__init__(max_batch)
 
-    async def call(self, args: Sequence[Any]) -> Any:
+    def call(self, args: Sequence[Any]) -> Coroutine[Any, Any, Any]:
         """Run the script with ``args`` (``numkeys, keys..., argv...``) and return its reply.
 
         Raises:
             BackendError: Redis failed.
         """
-        if not self._busy:
-            # Nothing in flight: send at once, no batching delay. Calls arriving meanwhile
-            # queue up and leave together when this one is answered.
-            self._busy = True
-            try:
-                return await self._runner.eval(
-                    self._script, args[1 : 1 + args[0]], args[1 + args[0] :]
-                )
-            except BackendError as exc:
-                if isinstance(exc.__cause__, _TRANSPORT_ERRORS):
-                    self._fail_queued(exc.__cause__)
-                raise
-            finally:
-                self._busy = False
-                if self._queue:
-                    self._start()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, future))
-        return await future
+        return self._submit(args)
 
-    def _start(self) -> None:
-        self._busy = True
-        self._flusher = asyncio.ensure_future(self._flush())
+    def _direct(self, request: Sequence[Any]) -> Awaitable[Any]:
+        return self._runner.eval(
+            self._script, request[1 : 1 + request[0]], request[1 + request[0] :]
+        )
 
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                await self._send(batch)
-        except BaseException:
-            # Cancelled (the loop is closing): no queued caller may wait forever.
-            for _, future in self._queue:
-                future.cancel()
-            self._queue.clear()
-            raise
-        finally:
-            self._flusher = None
-            self._busy = False
-
-    async def _send(self, batch: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
+    async def _send_batch(self, batch: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
         sha = self._script.sha
         circuit = self._runner.circuit
         if circuit.is_open:
@@ -327,17 +314,6 @@ class PipelineBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    def _fail_queued(self, cause: BaseException) -> None:
-        """Fail every queued call with ``cause``, wrapped, at once."""
-        # While Redis is unreachable or hung, waiting in line for one socket timeout after
-        # another would make a caller wait far longer than one timeout.
-        queued, self._queue = self._queue, []
-        for _, future in queued:
-            if not future.done():
-                error = wrap(cause)
-                error.__cause__ = cause
-                future.set_exception(error)
 
     async def _reload(self, args: Sequence[Any]) -> Any:
         """Run one call through the runner, which sends the script's source after NOSCRIPT."""

@@ -22,28 +22,14 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._metrics import DURATION_STEPS_S
+
 #: The ``route`` label of a request no route matched (404s for unknown paths).
 UNMATCHED_ROUTE = "unmatched"
 
 #: Buckets of ``ratekeeper_http_request_duration_seconds``: 1 ms up to a minute, since a
 #: streamed ChatKit answer is observed when its last byte is sent.
-HTTP_DURATION_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+HTTP_DURATION_BUCKETS = (*DURATION_STEPS_S, 30.0, 60.0)
 
 
 def _version() -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
+from ._base import UNSET, ConversationStore, Order, PageRequest, PurgeResult, Unset, UploadEnd
 from ._memory import MemoryStore
 from ._values import (
     ACTIVE,
@@ -53,6 +53,7 @@ __all__ = (
     "MemoryStore",
     "Order",
     "Page",
+    "PageRequest",
     "PurgeResult",
     "SQLStore",
     "StoreSchemaError",
@@ -64,6 +65,7 @@ __all__ = (
     "ThreadStatus",
     "Unset",
     "UnstorableValue",
+    "UploadEnd",
     "assistant_message",
     "check_content",
     "store_from_url",

@@ -25,10 +25,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from ._values import ACTIVE, Page, StoredAttachment, StoredItem, StoredThread, ThreadStatus
+from .._clock import Clock, SystemClock
+from .._secrets import new_id
+from ._values import (
+    ACTIVE,
+    Page,
+    StoredAttachment,
+    StoredItem,
+    StoredThread,
+    ThreadStatus,
+    check_content,
+    checked_created_at,
+    json_copy,
+)
 
 Order = Literal["asc", "desc"]
 
@@ -60,6 +72,37 @@ class PurgeResult:
     attachments: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class UploadEnd:
+    """How :meth:`ConversationStore.write_attachment_bytes` ends an upload, once bytes are in.
+
+    Attributes:
+        token_digest: keep the bytes only while the pending upload has this token (any when
+            ``None``).
+        data: the attachment's new data, or ``None`` to keep it.
+    """
+
+    token_digest: bytes | None
+    data: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """One listing's ``limit``, ``order`` and cursors, as a caller gave them (see the module)."""
+
+    limit: int
+    order: Order
+    after: str | None
+    before: str | None
+
+    def check(self) -> None:
+        """Raise ValueError for an order or limit no listing takes."""
+        if self.order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {self.order!r}")
+        if self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit!r}")
+
+
 class ConversationStore(ABC):
     """Threads, their items, and attachments (metadata and bytes), scoped by user.
 
@@ -68,10 +111,19 @@ class ConversationStore(ABC):
     host, PostgreSQL for several). :func:`~ratekeeper.store.store_from_url` picks one.
 
     Failures of the database itself raise :class:`~ratekeeper.store.StoreUnavailable`.
+
+    The public methods check and copy their arguments (ids, times and JSON data) here, once
+    for every implementation, then call the abstract ``_…`` hooks an implementation provides.
+
+    Args:
+        clock: gives ``created_at`` when the caller does not; the system clock by default.
     """
 
     #: Whether several processes may open the same store and share its state.
     shared: bool = False
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
 
     async def open(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Make the store ready (create its schema when missing). Idempotent.
@@ -93,7 +145,6 @@ class ConversationStore(ABC):
 
     # -- threads ---------------------------------------------------------------------------
 
-    @abstractmethod
     async def create_thread(
         self,
         user: str,
@@ -117,6 +168,14 @@ class ConversationStore(ABC):
         Raises:
             ValueError: ``thread_id`` is already taken, or ``user`` is empty.
         """
+        if not isinstance(user, str) or not user:
+            raise ValueError("a thread needs a non-empty user")
+        extra = json_copy(extra)
+        thread_id = thread_id if thread_id is not None else new_id("cthr")
+        thread = StoredThread(thread_id, user, self._created_at(created_at), title, status, extra)
+        if not await self._insert_thread(thread):
+            raise ValueError(f"thread id {thread_id!r} is already taken")
+        return thread
 
     @abstractmethod
     async def get_thread(self, thread_id: str) -> StoredThread:
@@ -126,7 +185,6 @@ class ConversationStore(ABC):
             ThreadNotFound: no such thread.
         """
 
-    @abstractmethod
     async def update_thread(
         self,
         thread_id: str,
@@ -144,6 +202,17 @@ class ConversationStore(ABC):
         Raises:
             ThreadNotFound: no such thread.
         """
+        extra = json_copy(extra)
+        changes: dict[str, Any] = {}
+        if not isinstance(title, Unset):
+            changes["title"] = title
+        if status is not None:
+            changes["status"] = status
+        if extra is not None:
+            changes["extra"] = extra
+        if not changes:
+            return await self.get_thread(thread_id)
+        return await self._update_thread(thread_id, changes)
 
     @abstractmethod
     async def delete_thread(self, thread_id: str) -> StoredThread:
@@ -153,7 +222,6 @@ class ConversationStore(ABC):
             ThreadNotFound: no such thread.
         """
 
-    @abstractmethod
     async def list_threads(
         self,
         *,
@@ -168,6 +236,9 @@ class ConversationStore(ABC):
         Raises:
             InvalidParameter: ``after`` or ``before`` names no thread.
         """
+        request = PageRequest(limit, order, after, before)
+        request.check()
+        return await self._list_threads(user, request)
 
     @abstractmethod
     async def count_threads(self, user: str | None = None) -> int:
@@ -175,7 +246,6 @@ class ConversationStore(ABC):
 
     # -- items -----------------------------------------------------------------------------
 
-    @abstractmethod
     async def add_item(
         self,
         thread_id: str,
@@ -199,8 +269,18 @@ class ConversationStore(ABC):
             ThreadNotFound: no such thread.
             ValueError: ``content`` has no known ``type``, or ``item_id`` is taken.
         """
+        check_content(content)
+        item = StoredItem(
+            item_id if item_id is not None else new_id("cthi"),
+            thread_id,
+            self._created_at(created_at),
+            json_copy(content),
+            json_copy(extra),
+        )
+        if not await self._insert_item(item):
+            raise ValueError(f"item id {item.id!r} is already taken in this thread")
+        return item
 
-    @abstractmethod
     async def update_item(
         self,
         thread_id: str,
@@ -215,6 +295,8 @@ class ConversationStore(ABC):
             ThreadNotFound: no such thread or item.
             ValueError: ``content`` has no known ``type``.
         """
+        check_content(content)
+        return await self._update_item(thread_id, item_id, json_copy(content), json_copy(extra))
 
     @abstractmethod
     async def get_item(self, thread_id: str, item_id: str) -> StoredItem:
@@ -232,7 +314,6 @@ class ConversationStore(ABC):
             ThreadNotFound: no such thread or item.
         """
 
-    @abstractmethod
     async def list_items(
         self,
         thread_id: str,
@@ -252,12 +333,18 @@ class ConversationStore(ABC):
             ThreadNotFound: no such thread.
             InvalidParameter: ``after`` or ``before`` names no item of this thread.
         """
+        request = PageRequest(limit, order, after, before)
+        return await self._list_items(thread_id, request, include_hidden)
 
     # -- attachments -----------------------------------------------------------------------
 
-    @abstractmethod
     async def save_attachment(self, attachment: StoredAttachment) -> None:
-        """Create or replace an attachment's metadata (its bytes, if any, are kept)."""
+        """Create or replace an attachment's metadata (its bytes, if any, are kept).
+
+        An attachment saved with the id of a thread that does not exist (deleted meanwhile)
+        goes as if that thread had been deleted just after: with its bytes.
+        """
+        await self._save_attachment(replace(attachment, data=json_copy(dict(attachment.data))))
 
     @abstractmethod
     async def get_attachment(self, attachment_id: str) -> StoredAttachment:
@@ -275,7 +362,6 @@ class ConversationStore(ABC):
             AttachmentNotFound: no such attachment.
         """
 
-    @abstractmethod
     async def update_attachment(
         self,
         attachment_id: str,
@@ -292,8 +378,11 @@ class ConversationStore(ABC):
             AttachmentNotFound: no such attachment.
             ThreadNotFound: ``thread_id`` names no thread.
         """
+        if data is None and thread_id is None:
+            return await self.get_attachment(attachment_id)
+        copied = json_copy(dict(data)) if data is not None else None
+        return await self._update_attachment(attachment_id, copied, thread_id)
 
-    @abstractmethod
     async def write_attachment_bytes(
         self,
         attachment_id: str,
@@ -325,6 +414,10 @@ class ConversationStore(ABC):
                 upload does not have ``upload_token_digest`` (used already).
             AttachmentTooLarge: more than ``max_bytes`` arrived.
         """
+        await self.get_attachment(attachment_id)
+        copied = json_copy(dict(data)) if data is not None else None
+        end = UploadEnd(upload_token_digest, copied)
+        return await self._write_attachment_bytes(attachment_id, chunks, max_bytes, end)
 
     @abstractmethod
     def read_attachment_bytes(self, attachment_id: str) -> AsyncIterator[bytes]:
@@ -349,3 +442,67 @@ class ConversationStore(ABC):
             attachments_before: delete attachments created before this Unix time that are
                 still pending or were never attached to a thread; ``None`` keeps them.
         """
+
+    # -- implementation hooks (arguments checked and copied already) ---------------------
+
+    def _created_at(self, created_at: int | None) -> int:
+        return checked_created_at(created_at, self._clock.time())
+
+    @abstractmethod
+    async def _insert_thread(self, thread: StoredThread) -> bool:
+        """Add a new thread; return False (adding nothing) when its id is taken."""
+
+    @abstractmethod
+    async def _update_thread(self, thread_id: str, changes: Mapping[str, Any]) -> StoredThread:
+        """Apply ``changes`` (some of ``title``, ``status``, ``extra``); return the thread.
+
+        Raises:
+            ThreadNotFound: no such thread.
+        """
+
+    @abstractmethod
+    async def _list_threads(self, user: str | None, request: PageRequest) -> Page[StoredThread]:
+        """Return one page of threads (``request`` is checked already)."""
+
+    @abstractmethod
+    async def _insert_item(self, item: StoredItem) -> bool:
+        """Append a new item to its thread; return False (adding nothing) when its id is taken.
+
+        Raises:
+            ThreadNotFound: no such thread.
+        """
+
+    @abstractmethod
+    async def _update_item(
+        self, thread_id: str, item_id: str, content: Any, extra: Any
+    ) -> StoredItem:
+        """Replace an item's content, and its extra data unless ``None``; return the item.
+
+        Raises:
+            ThreadNotFound: no such thread or item.
+        """
+
+    @abstractmethod
+    async def _list_items(
+        self, thread_id: str, request: PageRequest, include_hidden: bool
+    ) -> Page[StoredItem]:
+        """Return one page of a thread's items.
+
+        A missing thread is reported first: call ``request.check()`` once the thread is found.
+        """
+
+    @abstractmethod
+    async def _save_attachment(self, attachment: StoredAttachment) -> None:
+        """Create or replace an attachment's metadata, or drop it when its thread is gone."""
+
+    @abstractmethod
+    async def _update_attachment(
+        self, attachment_id: str, data: dict[str, Any] | None, thread_id: str | None
+    ) -> StoredAttachment:
+        """Replace the data and/or the thread (not both ``None``) in one atomic step."""
+
+    @abstractmethod
+    async def _write_attachment_bytes(
+        self, attachment_id: str, chunks: AsyncIterable[bytes], max_bytes: int, end: UploadEnd
+    ) -> StoredAttachment:
+        """Store the bytes, then end the upload as ``end`` says in one atomic step."""

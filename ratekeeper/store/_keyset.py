@@ -9,13 +9,13 @@ kept an hour), so listing and deleting in one loop works.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias
 
 from sqlalchemy import ColumnElement, Connection, Row, Select, delete, insert, select, tuple_
 
 from .._errors import InvalidParameter
-from ._base import Order
+from ._base import PageRequest
 from ._database import Run
 from ._schema import tombstones
 
@@ -25,17 +25,9 @@ Kind = Literal["thread", "item"]
 Position = tuple[int, int]
 
 
-def check_page(order: str, limit: int) -> None:
-    """Raise ValueError for an order or limit no listing takes (as MemoryStore does)."""
-    if order not in ("asc", "desc"):
-        raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit!r}")
-
-
 def position(
     conn: Connection,
-    live: Select[Any],
+    live: Select[*tuple[Any, ...]],
     kind: Kind,
     scope: str,
     entry_id: str,
@@ -65,16 +57,33 @@ def page(
     conn: Connection,
     query: Select[Any],
     key: tuple[ColumnElement[int], ColumnElement[int]],
-    limit: int,
-    order: Order,
-    after: Position | None,
-    before: Position | None,
+    request: PageRequest,
+    kind: Kind,
+    scope: str,
+    named: Callable[[str], ColumnElement[bool]],
 ) -> tuple[list[AnyRow], bool]:
     """Run one page of ``query`` ordered by ``key``; see the interface's rules.
+
+    Args:
+        conn: the connection.
+        query: the entries that may be listed.
+        key: the columns ``(created_at, seq)`` of the entries.
+        request: the page wanted (checked already).
+        kind: what the entries are, for the tombstones of their cursors.
+        scope: the tombstones' scope (see :data:`Kind`).
+        named: the condition selecting the live entry a cursor names, among all (hidden
+            entries and other users' threads too).
 
     Returns:
         The rows, in ``order``, and whether more lie beyond them in the direction of travel.
     """
+    limit, order = request.limit, request.order
+    after, before = [
+        None
+        if cursor is None
+        else position(conn, select(*key).where(named(cursor)), kind, scope, cursor, param)
+        for cursor, param in ((request.after, "after"), (request.before, "before"))
+    ]
     here = tuple_(*key)
     if after is not None:
         mark = tuple_(*after)

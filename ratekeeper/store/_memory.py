@@ -14,12 +14,10 @@ from typing import Any, Generic, TypeVar
 
 from sortedcontainers import SortedKeyList
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock
 from .._errors import InvalidParameter
-from .._secrets import new_id
-from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
+from ._base import ConversationStore, PageRequest, PurgeResult, UploadEnd
 from ._values import (
-    ACTIVE,
     AttachmentNotFound,
     AttachmentTooLarge,
     Page,
@@ -27,10 +25,6 @@ from ._values import (
     StoredItem,
     StoredThread,
     ThreadNotFound,
-    ThreadStatus,
-    check_content,
-    checked_created_at,
-    json_copy,
 )
 
 #: How many deleted threads (and items) keep their position for cursors.
@@ -104,7 +98,7 @@ class MemoryStore(ConversationStore):
     shared = False
 
     def __init__(self, clock: Clock | None = None) -> None:
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        super().__init__(clock)
         self._lock = threading.Lock()
         self._seq = 0
         self._threads: _Entries[_ThreadRecord] = _Entries()
@@ -116,58 +110,25 @@ class MemoryStore(ConversationStore):
 
     # -- threads --------------------------------------------------------------------------
 
-    async def create_thread(
-        self,
-        user: str,
-        *,
-        title: str | None = None,
-        status: ThreadStatus = ACTIVE,
-        thread_id: str | None = None,
-        created_at: int | None = None,
-        extra: Any = None,
-    ) -> StoredThread:
-        """Create a thread (see :meth:`ConversationStore.create_thread`)."""
-        if not isinstance(user, str) or not user:
-            raise ValueError("a thread needs a non-empty user")
-        extra = json_copy(extra)
+    async def _insert_thread(self, thread: StoredThread) -> bool:
         with self._lock:
-            thread_id = thread_id if thread_id is not None else new_id("cthr")
-            if thread_id in self._threads.by_id:
-                raise ValueError(f"thread id {thread_id!r} is already taken")
-            thread = StoredThread(
-                thread_id, user, self._created_at(created_at), title, status, extra
-            )
+            if thread.id in self._threads.by_id:
+                return False
             record = _ThreadRecord(thread)
             key = self._next_key(thread.created_at)
             self._threads.add(record, key)
-            self._by_user.setdefault(user, _Entries()).add(record, key)
-            self._gone.pop(thread_id, None)
-            return thread
+            self._by_user.setdefault(thread.user, _Entries()).add(record, key)
+            self._gone.pop(thread.id, None)
+            return True
 
     async def get_thread(self, thread_id: str) -> StoredThread:
         """Return a thread (see :meth:`ConversationStore.get_thread`)."""
         with self._lock:
             return self._record(thread_id).thread
 
-    async def update_thread(
-        self,
-        thread_id: str,
-        *,
-        title: str | Unset | None = UNSET,
-        status: ThreadStatus | None = None,
-        extra: Any = None,
-    ) -> StoredThread:
-        """Update a thread (see :meth:`ConversationStore.update_thread`)."""
-        extra = json_copy(extra)
+    async def _update_thread(self, thread_id: str, changes: Mapping[str, Any]) -> StoredThread:
         with self._lock:
             record = self._record(thread_id)
-            changes: dict[str, Any] = {}
-            if not isinstance(title, Unset):
-                changes["title"] = title
-            if status is not None:
-                changes["status"] = status
-            if extra is not None:
-                changes["extra"] = extra
             # The record is shared by the global and per-user indexes; neither sorts by these.
             record.thread = replace(record.thread, **changes)
             return record.thread
@@ -193,21 +154,12 @@ class MemoryStore(ConversationStore):
                     self._bytes.pop(attachment.id, None)
             return record.thread
 
-    async def list_threads(
-        self,
-        *,
-        user: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
-        after: str | None = None,
-        before: str | None = None,
-    ) -> Page[StoredThread]:
-        """List threads (see :meth:`ConversationStore.list_threads`)."""
+    async def _list_threads(self, user: str | None, request: PageRequest) -> Page[StoredThread]:
         with self._lock:
             entries = self._threads if user is None else self._by_user.get(user)
             if entries is None:
                 entries = _Entries()
-            page = self._page(entries, self._threads, limit, order, after, before)
+            page = self._page(entries, self._threads, request)
             return Page([record.thread for record in page.data], page.has_more)
 
     async def count_threads(self, user: str | None = None) -> int:
@@ -220,44 +172,21 @@ class MemoryStore(ConversationStore):
 
     # -- items ----------------------------------------------------------------------------
 
-    async def add_item(
-        self,
-        thread_id: str,
-        content: Mapping[str, Any] | None,
-        *,
-        item_id: str | None = None,
-        created_at: int | None = None,
-        extra: Any = None,
-    ) -> StoredItem:
-        """Append an item (see :meth:`ConversationStore.add_item`)."""
-        check_content(content)
-        content = json_copy(content)
-        extra = json_copy(extra)
+    async def _insert_item(self, item: StoredItem) -> bool:
         with self._lock:
-            record = self._record(thread_id)
-            item_id = item_id if item_id is not None else new_id("cthi")
-            if item_id in record.items.by_id:
-                raise ValueError(f"item id {item_id!r} is already taken in this thread")
-            item = StoredItem(item_id, thread_id, self._created_at(created_at), content, extra)
+            record = self._record(item.thread_id)
+            if item.id in record.items.by_id:
+                return False
             key = self._next_key(item.created_at)
             record.items.add(item, key)
-            if content is not None:
+            if item.content is not None:
                 record.visible.add(item, key)
-            self._gone.pop(item_id, None)
-            return item
+            self._gone.pop(item.id, None)
+            return True
 
-    async def update_item(
-        self,
-        thread_id: str,
-        item_id: str,
-        content: Mapping[str, Any] | None,
-        *,
-        extra: Any = None,
+    async def _update_item(
+        self, thread_id: str, item_id: str, content: Any, extra: Any
     ) -> StoredItem:
-        """Replace an item's content (see :meth:`ConversationStore.update_item`)."""
-        check_content(content)
-        content = json_copy(content)
-        extra = json_copy(extra)
         with self._lock:
             record = self._record(thread_id)
             old = record.items.by_id.get(item_id)
@@ -291,34 +220,25 @@ class MemoryStore(ConversationStore):
                 record.visible.remove(item_id)
             return item
 
-    async def list_items(
-        self,
-        thread_id: str,
-        *,
-        limit: int = 20,
-        order: Order = "desc",
-        after: str | None = None,
-        before: str | None = None,
-        include_hidden: bool = False,
+    async def _list_items(
+        self, thread_id: str, request: PageRequest, include_hidden: bool
     ) -> Page[StoredItem]:
-        """List a thread's items (see :meth:`ConversationStore.list_items`)."""
         with self._lock:
             record = self._record(thread_id)
+            request.check()
             entries = record.items if include_hidden else record.visible
-            return self._page(entries, record.items, limit, order, after, before)
+            return self._page(entries, record.items, request)
 
     # -- attachments ----------------------------------------------------------------------
 
-    async def save_attachment(self, attachment: StoredAttachment) -> None:
-        """Create or replace attachment metadata (see the interface)."""
-        stored = replace(attachment, data=json_copy(dict(attachment.data)))
+    async def _save_attachment(self, attachment: StoredAttachment) -> None:
         with self._lock:
             if attachment.thread_id is not None and attachment.thread_id not in self._threads.by_id:
                 # Its thread is gone (deleted meanwhile): it goes as if deleted with it.
                 self._attachments.pop(attachment.id, None)
                 self._bytes.pop(attachment.id, None)
                 return
-            self._attachments[attachment.id] = stored
+            self._attachments[attachment.id] = attachment
 
     async def get_attachment(self, attachment_id: str) -> StoredAttachment:
         """Return attachment metadata (see the interface)."""
@@ -337,15 +257,9 @@ class MemoryStore(ConversationStore):
             self._bytes.pop(attachment_id, None)
             return attachment
 
-    async def update_attachment(
-        self,
-        attachment_id: str,
-        *,
-        data: Mapping[str, Any] | None = None,
-        thread_id: str | None = None,
+    async def _update_attachment(
+        self, attachment_id: str, data: dict[str, Any] | None, thread_id: str | None
     ) -> StoredAttachment:
-        """Change an attachment's data and/or thread (see the interface)."""
-        copied = json_copy(dict(data)) if data is not None else None
         with self._lock:
             attachment = self._attachments.get(attachment_id)
             if attachment is None:
@@ -354,24 +268,16 @@ class MemoryStore(ConversationStore):
                 raise ThreadNotFound(thread_id)
             attachment = replace(
                 attachment,
-                data=attachment.data if copied is None else copied,
+                data=attachment.data if data is None else data,
                 thread_id=attachment.thread_id if thread_id is None else thread_id,
             )
             self._attachments[attachment_id] = attachment
             return attachment
 
-    async def write_attachment_bytes(
-        self,
-        attachment_id: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        max_bytes: int,
-        upload_token_digest: bytes | None = None,
-        data: Mapping[str, Any] | None = None,
+    async def _write_attachment_bytes(
+        self, attachment_id: str, chunks: AsyncIterable[bytes], max_bytes: int, end: UploadEnd
     ) -> StoredAttachment:
-        """Store an attachment's bytes (see the interface); held in memory here."""
-        await self.get_attachment(attachment_id)
-        copied = json_copy(dict(data)) if data is not None else None
+        # Held in memory here, whole.
         parts: list[bytes] = []
         size = 0
         async for chunk in chunks:
@@ -382,15 +288,14 @@ class MemoryStore(ConversationStore):
         with self._lock:
             attachment = self._attachments.get(attachment_id)
             if attachment is None or (
-                upload_token_digest is not None
-                and attachment.upload_token_digest != upload_token_digest
+                end.token_digest is not None and attachment.upload_token_digest != end.token_digest
             ):
                 raise AttachmentNotFound(attachment_id)
             attachment = replace(
                 attachment,
                 upload_token_digest=None,
                 size_bytes=size,
-                data=attachment.data if copied is None else copied,
+                data=attachment.data if end.data is None else end.data,
             )
             self._attachments[attachment_id] = attachment
             self._bytes[attachment_id] = b"".join(parts)
@@ -445,9 +350,6 @@ class MemoryStore(ConversationStore):
             raise ThreadNotFound(thread_id)
         return record
 
-    def _created_at(self, created_at: int | None) -> int:
-        return checked_created_at(created_at, self._clock.time())
-
     def _next_key(self, created_at: int) -> Key:
         self._seq += 1
         return (created_at, self._seq)
@@ -473,16 +375,10 @@ class MemoryStore(ConversationStore):
         self,
         entries: _Entries[T],
         index: _Entries[Any],
-        limit: int,
-        order: str,
-        after: str | None,
-        before: str | None,
+        request: PageRequest,
     ) -> Page[T]:
         """Slice one page out of ``entries``; cursors are resolved through ``index``."""
-        if order not in ("asc", "desc"):
-            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit!r}")
+        limit, order, after, before = request.limit, request.order, request.after, request.before
         ordered = entries.sorted
         lo, hi = 0, len(ordered)  # ascending positions of the candidates, [lo, hi)
         after_key = self._cursor(index, after, "after") if after is not None else None

@@ -3,20 +3,21 @@
 Each function runs inside the one transaction :meth:`~._database.Database.run` gives it (on a
 worker thread for SQLite, through ``run_sync`` for PostgreSQL), does all of its operation's
 statements, and returns the stored value or raises the store's error (which rolls the
-transaction back). :class:`~._sql.SQLStore` checks the arguments and picks the function.
+transaction back). :class:`~._sql.SQLStore` picks the function, once the interface
+(:class:`~._base.ConversationStore`) has checked the arguments.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from ._base import Order
+from ._base import PageRequest
 from ._blobs import ChunkBlobs, FileBlobs
-from ._keyset import AnyRow, bury, check_page, forget_items, page, position
+from ._keyset import AnyRow, bury, forget_items, page
 from ._schema import attachments, items, threads
 from ._values import (
     AttachmentNotFound,
@@ -148,34 +149,16 @@ def delete_thread(conn: Connection, blobs: Blobs, thread_id: str, now: int) -> S
     return _thread(gone[0])
 
 
-def list_threads(
-    conn: Connection,
-    user: str | None,
-    limit: int,
-    order: Order,
-    after: str | None,
-    before: str | None,
-) -> Page[StoredThread]:
+def list_threads(conn: Connection, user: str | None, request: PageRequest) -> Page[StoredThread]:
     """Return one page of threads (see :meth:`ConversationStore.list_threads`)."""
     query = select(*_THREAD)
     if user is not None:
         query = query.where(threads.c.user_id == user)
     # A cursor may name any thread, another user's too (as MemoryStore's does).
-    keys = [
-        None
-        if cursor is None
-        else position(
-            conn,
-            select(threads.c.created_at, threads.c.seq).where(threads.c.id == cursor),
-            "thread",
-            "",
-            cursor,
-            param,
-        )
-        for cursor, param in ((after, "after"), (before, "before"))
-    ]
     key = (threads.c.created_at, threads.c.seq)
-    rows, has_more = page(conn, query, key, limit, order, *keys)
+    rows, has_more = page(
+        conn, query, key, request, "thread", "", lambda cursor: threads.c.id == cursor
+    )
     return Page([_thread(row) for row in rows], has_more)
 
 
@@ -255,39 +238,26 @@ def delete_item(conn: Connection, thread_id: str, item_id: str, now: int) -> Sto
 
 
 def list_items(
-    conn: Connection,
-    thread_id: str,
-    limit: int,
-    order: Order,
-    after: str | None,
-    before: str | None,
-    include_hidden: bool,
+    conn: Connection, thread_id: str, request: PageRequest, include_hidden: bool
 ) -> Page[StoredItem]:
     """Return one page of a thread's items (see :meth:`ConversationStore.list_items`)."""
     if not _thread_exists(conn, thread_id, lock=False):
         raise ThreadNotFound(thread_id)
-    check_page(order, limit)  # after: a missing thread is the first thing to report
+    request.check()  # after: a missing thread is the first thing to report
     query = select(*_ITEM).where(items.c.thread_id == thread_id)
     if not include_hidden:
         query = query.where(items.c.content.is_not(None))
     # A hidden item is a valid cursor for the visible listing too.
-    keys = [
-        None
-        if cursor is None
-        else position(
-            conn,
-            select(items.c.created_at, items.c.seq).where(
-                items.c.thread_id == thread_id, items.c.id == cursor
-            ),
-            "item",
-            thread_id,
-            cursor,
-            param,
-        )
-        for cursor, param in ((after, "after"), (before, "before"))
-    ]
     key = (items.c.created_at, items.c.seq)
-    rows, has_more = page(conn, query, key, limit, order, *keys)
+    rows, has_more = page(
+        conn,
+        query,
+        key,
+        request,
+        "item",
+        thread_id,
+        lambda cursor: and_(items.c.thread_id == thread_id, items.c.id == cursor),
+    )
     return Page([_item(row) for row in rows], has_more)
 
 

@@ -3,11 +3,12 @@
 One implementation on SQLAlchemy Core serves both dialects: each operation's database work is
 one synchronous function of :mod:`~ratekeeper.store._operations`, which
 :mod:`~ratekeeper.store._database` runs in one bounded transaction (on a worker thread over
-sqlite3, or through ``run_sync`` over asyncpg; failures as StoreUnavailable). This class checks
-arguments and picks the function. :mod:`~ratekeeper.store._schema` holds the tables and their
-upgrades, :mod:`~ratekeeper.store._blobs` the attachment bytes. The pagination rules
-are :mod:`~ratekeeper.store._base`'s, done in SQL: keyset conditions on ``(created_at, seq)``
-and ``LIMIT limit + 1``, so a page never reads more rows than it returns, plus one.
+sqlite3, or through ``run_sync`` over asyncpg; failures as StoreUnavailable). The interface
+checks the arguments; this class picks the function. :mod:`~ratekeeper.store._schema` holds
+the tables and their upgrades, :mod:`~ratekeeper.store._blobs` the attachment bytes. The
+pagination rules are :mod:`~ratekeeper.store._base`'s, done in SQL: keyset conditions on
+``(created_at, seq)`` and ``LIMIT limit + 1``, so a page never reads more rows than it returns,
+plus one.
 
 Concurrency: on SQLite every write begins ``BEGIN IMMEDIATE`` (one writer at a time, and no
 reader is upgraded to a writer half-way, which busy_timeout cannot rescue); on PostgreSQL
@@ -26,26 +27,14 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from .._clock import Clock, SystemClock
-from .._secrets import new_id
+from .._clock import Clock
 from . import _operations as ops
-from ._base import UNSET, ConversationStore, Order, PurgeResult, Unset
+from ._base import ConversationStore, PageRequest, PurgeResult, UploadEnd
 from ._blobs import ChunkBlobs, FileBlobs
 from ._database import Database
-from ._keyset import check_page, forget
+from ._keyset import forget
 from ._schema import attachments
-from ._values import (
-    ACTIVE,
-    AttachmentNotFound,
-    Page,
-    StoredAttachment,
-    StoredItem,
-    StoredThread,
-    ThreadStatus,
-    check_content,
-    checked_created_at,
-    json_copy,
-)
+from ._values import AttachmentNotFound, Page, StoredAttachment, StoredItem, StoredThread
 
 #: Threads (with their items and attachments) deleted per transaction by :meth:`purge`.
 _THREAD_BATCH = 100
@@ -53,6 +42,8 @@ _THREAD_BATCH = 100
 _BATCH = 500
 #: How long a deleted thread's or item's position stays usable as a cursor.
 _TOMBSTONE_TTL_S = 3600
+#: The columns of the thread fields whose names differ.
+_THREAD_COLUMNS = {"extra": "data"}
 
 
 class SQLStore(ConversationStore):
@@ -89,8 +80,8 @@ class SQLStore(ConversationStore):
         timeout_s: float = 10.0,
         schema: str | None = None,
     ) -> None:
+        super().__init__(clock)
         self._db = Database(url, timeout_s=timeout_s, schema=schema)
-        self._clock: Clock = clock if clock is not None else SystemClock()
         self._blobs: FileBlobs | ChunkBlobs
         if self._db.path is not None:
             directory = Path(f"{self._db.path}.attachments")
@@ -119,70 +110,37 @@ class SQLStore(ConversationStore):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _created_at(self, created_at: int | None) -> int:
-        return checked_created_at(created_at, self._clock.time())
-
     def _now(self) -> int:
         """Whole seconds: when a deleted entry's tombstone says it went."""
         return math.floor(self._clock.time())
 
     # -- threads ----------------------------------------------------------------------------
 
-    async def create_thread(
-        self,
-        user: str,
-        *,
-        title: str | None = None,
-        status: ThreadStatus = ACTIVE,
-        thread_id: str | None = None,
-        created_at: int | None = None,
-        extra: Any = None,
-    ) -> StoredThread:
-        """Create a thread (see :meth:`ConversationStore.create_thread`)."""
-        if not isinstance(user, str) or not user:
-            raise ValueError("a thread needs a non-empty user")
-        extra = json_copy(extra)
-        thread_id = thread_id if thread_id is not None else new_id("cthr")
-        thread = StoredThread(thread_id, user, self._created_at(created_at), title, status, extra)
+    async def _insert_thread(self, thread: StoredThread) -> bool:
         row = {
             "id": thread.id,
-            "user_id": user,
+            "user_id": thread.user,
             "created_at": thread.created_at,
-            "title": title,
-            "status": status.to_json(),
-            "data": extra,
+            "title": thread.title,
+            "status": thread.status.to_json(),
+            "data": thread.extra,
         }
         try:
             await self._db.run(lambda conn: ops.insert_thread(conn, row), write=True)
         except sa_exc.IntegrityError:
-            raise ValueError(f"thread id {thread_id!r} is already taken") from None
-        return thread
+            return False
+        return True
 
     async def get_thread(self, thread_id: str) -> StoredThread:
         """Return a thread (see :meth:`ConversationStore.get_thread`)."""
         return await self._db.run(lambda conn: ops.get_thread(conn, thread_id))
 
-    async def update_thread(
-        self,
-        thread_id: str,
-        *,
-        title: str | Unset | None = UNSET,
-        status: ThreadStatus | None = None,
-        extra: Any = None,
-    ) -> StoredThread:
-        """Update a thread (see :meth:`ConversationStore.update_thread`)."""
-        extra = json_copy(extra)
-        changes: dict[str, Any] = {}
-        if not isinstance(title, Unset):
-            changes["title"] = title
-        if status is not None:
-            changes["status"] = status.to_json()
-        if extra is not None:
-            changes["data"] = extra
-        if not changes:
-            return await self.get_thread(thread_id)
+    async def _update_thread(self, thread_id: str, changes: Mapping[str, Any]) -> StoredThread:
+        columns = {_THREAD_COLUMNS.get(name, name): value for name, value in changes.items()}
+        if "status" in columns:
+            columns["status"] = columns["status"].to_json()
         return await self._db.run(
-            lambda conn: ops.update_thread(conn, thread_id, changes), write=True
+            lambda conn: ops.update_thread(conn, thread_id, columns), write=True
         )
 
     async def delete_thread(self, thread_id: str) -> StoredThread:
@@ -192,20 +150,8 @@ class SQLStore(ConversationStore):
             lambda conn: ops.delete_thread(conn, self._blobs, thread_id, now), write=True
         )
 
-    async def list_threads(
-        self,
-        *,
-        user: str | None = None,
-        limit: int = 20,
-        order: Order = "desc",
-        after: str | None = None,
-        before: str | None = None,
-    ) -> Page[StoredThread]:
-        """List threads (see :meth:`ConversationStore.list_threads`)."""
-        check_page(order, limit)
-        return await self._db.run(
-            lambda conn: ops.list_threads(conn, user, limit, order, after, before)
-        )
+    async def _list_threads(self, user: str | None, request: PageRequest) -> Page[StoredThread]:
+        return await self._db.run(lambda conn: ops.list_threads(conn, user, request))
 
     async def count_threads(self, user: str | None = None) -> int:
         """Count threads (see :meth:`ConversationStore.count_threads`)."""
@@ -213,42 +159,17 @@ class SQLStore(ConversationStore):
 
     # -- items ------------------------------------------------------------------------------
 
-    async def add_item(
-        self,
-        thread_id: str,
-        content: Mapping[str, Any] | None,
-        *,
-        item_id: str | None = None,
-        created_at: int | None = None,
-        extra: Any = None,
-    ) -> StoredItem:
-        """Append an item (see :meth:`ConversationStore.add_item`)."""
-        check_content(content)
-        item = StoredItem(
-            item_id if item_id is not None else new_id("cthi"),
-            thread_id,
-            self._created_at(created_at),
-            json_copy(content),
-            json_copy(extra),
-        )
+    async def _insert_item(self, item: StoredItem) -> bool:
         try:
             await self._db.run(lambda conn: ops.add_item(conn, item), write=True)
         except sa_exc.IntegrityError:
-            raise ValueError(f"item id {item.id!r} is already taken in this thread") from None
-        return item
+            return False
+        return True
 
-    async def update_item(
-        self,
-        thread_id: str,
-        item_id: str,
-        content: Mapping[str, Any] | None,
-        *,
-        extra: Any = None,
+    async def _update_item(
+        self, thread_id: str, item_id: str, content: Any, extra: Any
     ) -> StoredItem:
-        """Replace an item's content (see :meth:`ConversationStore.update_item`)."""
-        check_content(content)
-        changes: dict[str, Any] = {"content": json_copy(content)}
-        extra = json_copy(extra)
+        changes: dict[str, Any] = {"content": content}
         if extra is not None:
             changes["data"] = extra
         return await self._db.run(
@@ -266,36 +187,21 @@ class SQLStore(ConversationStore):
             lambda conn: ops.delete_item(conn, thread_id, item_id, now), write=True
         )
 
-    async def list_items(
-        self,
-        thread_id: str,
-        *,
-        limit: int = 20,
-        order: Order = "desc",
-        after: str | None = None,
-        before: str | None = None,
-        include_hidden: bool = False,
+    async def _list_items(
+        self, thread_id: str, request: PageRequest, include_hidden: bool
     ) -> Page[StoredItem]:
-        """List a thread's items (see :meth:`ConversationStore.list_items`)."""
         return await self._db.run(
-            lambda conn: ops.list_items(
-                conn, thread_id, limit, order, after, before, include_hidden
-            )
+            lambda conn: ops.list_items(conn, thread_id, request, include_hidden)
         )
 
     # -- attachments ------------------------------------------------------------------------
 
-    async def save_attachment(self, attachment: StoredAttachment) -> None:
-        """Create or replace attachment metadata (see the interface).
-
-        An attachment saved with the id of a thread that does not exist (deleted meanwhile)
-        goes as if that thread had been deleted just after: with its bytes.
-        """
+    async def _save_attachment(self, attachment: StoredAttachment) -> None:
         values = {
             "id": attachment.id,
             "user_id": attachment.user,
             "created_at": attachment.created_at,
-            "data": json_copy(dict(attachment.data)),
+            "data": attachment.data,
             "thread_id": attachment.thread_id,
             "session_id": attachment.session_id,
             "declared_bytes": attachment.declared_bytes,
@@ -318,47 +224,31 @@ class SQLStore(ConversationStore):
             raise AttachmentNotFound(attachment_id)
         return gone[0]
 
-    async def update_attachment(
-        self,
-        attachment_id: str,
-        *,
-        data: Mapping[str, Any] | None = None,
-        thread_id: str | None = None,
+    async def _update_attachment(
+        self, attachment_id: str, data: dict[str, Any] | None, thread_id: str | None
     ) -> StoredAttachment:
-        """Change an attachment's data and/or thread, in one statement (see the interface)."""
+        # One statement.
         changes: dict[str, Any] = {}
         if data is not None:
-            changes["data"] = json_copy(dict(data))
+            changes["data"] = data
         if thread_id is not None:
             changes["thread_id"] = thread_id
-        if not changes:
-            return await self.get_attachment(attachment_id)
         return await self._db.run(
             lambda conn: ops.update_attachment(conn, attachment_id, changes), write=True
         )
 
-    async def write_attachment_bytes(
-        self,
-        attachment_id: str,
-        chunks: AsyncIterable[bytes],
-        *,
-        max_bytes: int,
-        upload_token_digest: bytes | None = None,
-        data: Mapping[str, Any] | None = None,
+    async def _write_attachment_bytes(
+        self, attachment_id: str, chunks: AsyncIterable[bytes], max_bytes: int, end: UploadEnd
     ) -> StoredAttachment:
-        """Store an attachment's bytes, streamed (see the interface).
-
-        No transaction stays open while the client sends: on PostgreSQL each 256 KiB chunk
-        lands in its own, on SQLite the bytes go to a temporary file first. The token check
-        and the metadata change happen in the final transaction, with the switch to the new
-        bytes.
-        """
-        await self.get_attachment(attachment_id)
+        # No transaction stays open while the client sends: on PostgreSQL each 256 KiB chunk
+        # lands in its own, on SQLite the bytes go to a temporary file first. The token check
+        # and the metadata change happen in the final transaction, with the switch to the new
+        # bytes.
         changes: dict[str, Any] = {"upload_token_digest": None}
-        if data is not None:
-            changes["data"] = json_copy(dict(data))
+        if end.data is not None:
+            changes["data"] = end.data
         finish = functools.partial(
-            ops.finish_upload, token_digest=upload_token_digest, changes=changes
+            ops.finish_upload, token_digest=end.token_digest, changes=changes
         )
         return await self._blobs.write(self._db.run, attachment_id, chunks, max_bytes, finish)
 
