@@ -14,7 +14,7 @@ import pytest
 from trio.testing import MockClock
 
 from ratekeeper import BackendError, Engine, Gate, LoopClock, ManualClock, MemoryBackend
-from ratekeeper._engine import Expired
+from ratekeeper._types import Expired
 
 pytestmark = pytest.mark.anyio
 
