@@ -45,6 +45,7 @@ def worker(creates: int) -> dict[str, float]:
 
     hot = Engine()
     secret = hot.create_session("hot", max_requests_per_1_minute=10**9).client_secret
+    assert secret is not None
     admit = hot.admit
     calls = 200_000
     start = time.process_time_ns()
@@ -53,7 +54,11 @@ def worker(creates: int) -> dict[str, float]:
     hot_ns = (time.process_time_ns() - start) / calls
 
     many = Engine(max_sessions=100_000)
-    secrets = [many.create_session("u").client_secret for _ in range(100_000)]
+    secrets: list[str] = []
+    for _ in range(100_000):
+        made = many.create_session("u").client_secret
+        assert made is not None
+        secrets.append(made)
     for s in secrets:
         many.admit(s)
     rng = random.Random(7)

@@ -234,7 +234,10 @@ def round_trips(url: str, calls: int = 200) -> None:
             if name not in ("ratekeeper", "limits-async"):
                 continue
 
-            async def prepare(make: Any = make, limit: int = limit) -> tuple[Any, list[str], Any]:
+            async def prepare(
+                make: Callable[[str, int], Awaitable[tuple[Any, list[str], Any]]] = make,
+                limit: int = limit,
+            ) -> tuple[Any, list[str], Any]:
                 return await make(url, limit)
 
             loop = asyncio.new_event_loop()

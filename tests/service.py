@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -69,7 +69,7 @@ class ServiceProcess:
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServiceProcess:
+    def start(self) -> Self:
         """Start the service and wait until ``/healthz`` answers.
 
         Raises:
@@ -121,7 +121,7 @@ class ServiceProcess:
             process.stderr.close()
         return process.returncode
 
-    def __enter__(self) -> ServiceProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -34,6 +34,7 @@ def test_ended_sessions_answer_until_retention_then_vanish(
 ) -> None:
     """A late request learns ``expired`` during retention, ``unknown_session`` after it."""
     session = engine.create_session("u", expires_after_s=10)
+    assert session.client_secret is not None
     clock.advance(10)
     assert [e.session.id for e in engine.sweep()] == [session.id]
     clock.advance(299)
@@ -109,6 +110,7 @@ def test_ended_sessions_retained_are_bounded_under_churn(clock: ManualClock) -> 
 def test_wall_clock_step_does_not_move_enforcement(engine: Engine, clock: ManualClock) -> None:
     """A wall-clock step (NTP, operator) neither expires a session early nor late."""
     session = engine.create_session("u", expires_after_s=60)
+    assert session.client_secret is not None
     clock.step_wall(+3600)
     assert engine.admit(session.client_secret).allowed
     clock.step_wall(-7200)
@@ -119,6 +121,7 @@ def test_wall_clock_step_does_not_move_enforcement(engine: Engine, clock: Manual
 def test_window_memory_follows_admissions(engine: Engine, clock: ManualClock) -> None:
     """A huge limit allocates nothing up front; the window list stays near what it holds."""
     session = engine.create_session("u", max_requests_per_1_minute=10**9)
+    assert session.client_secret is not None
     record = engine._by_id[session.id]
     assert record.times is None
     for _ in range(1_000):
@@ -133,6 +136,8 @@ def test_ended_sessions_free_their_window(engine: Engine, clock: ManualClock) ->
     """Cancel and expiry drop the admission times at once."""
     a = engine.create_session("u", expires_after_s=5)
     b = engine.create_session("u")
+    assert a.client_secret is not None
+    assert b.client_secret is not None
     engine.admit(a.client_secret)
     engine.admit(b.client_secret)
     engine.cancel(b.id)
@@ -165,6 +170,7 @@ def test_secrets_are_unique_and_long(engine: Engine) -> None:
 def test_decision_and_session_are_immutable(engine: Engine) -> None:
     """Values handed out cannot be changed by the caller."""
     session = engine.create_session("u")
+    assert session.client_secret is not None
     decision = engine.admit(session.client_secret)
     with pytest.raises(AttributeError):
         decision.allowed = False  # type: ignore[misc]

@@ -167,7 +167,8 @@ def test_upload_decision_reason_is_an_enum() -> None:
     session = engine.create_session("u")
     decision = engine.reserve_upload(session.id, 1)
     assert decision.reason is ratekeeper.UploadReason.UPLOADS_DISABLED
-    assert decision.reason == "uploads_disabled"
+    reason: str = decision.reason  # a StrEnum: still equal to its old plain-string value
+    assert reason == "uploads_disabled"
 
 
 MOVED = {

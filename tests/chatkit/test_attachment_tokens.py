@@ -63,6 +63,7 @@ async def test_stored_metadata_has_no_token_and_what_is_returned_has_it(
     pending = await attachments.pending(created.id, upload)
     assert pending is not None
     accepted = await attachments.accept(pending, _chunks(b"\x89PNG", b"data"))
+    assert isinstance(accepted, ImageAttachment)
     assert str(accepted.preview_url) == str(created.preview_url)
     raw = json.dumps((await conversations.get_attachment(created.id)).data)
     assert preview not in raw

@@ -7,6 +7,7 @@ expiry are exact and no test waits.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -193,7 +194,7 @@ def test_a_negative_page_limit_is_a_400_not_a_500(protocol: Protocol) -> None:
 # -- file_upload ----------------------------------------------------------------------------
 
 
-def _create(protocol: Protocol, secret: str, size: int) -> tuple[int, dict[str, object]]:
+def _create(protocol: Protocol, secret: str, size: int) -> tuple[int, dict[str, Any]]:
     response = protocol.post(
         secret, "attachments.create", {"name": "f.bin", "size": size, "mime_type": "a/b"}
     )

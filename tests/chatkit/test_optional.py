@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ratekeeper.server import ServerSettings, create_app
 from ratekeeper.store import MemoryStore
 from tests.server.conftest import API_KEY
+
+if TYPE_CHECKING:
+    from chatkit.server import ChatKitServer
+
+    from ratekeeper.chatkit import ChatKitAttachmentStore, ChatKitContext, ChatKitStore
 
 
 @pytest.fixture
@@ -29,6 +35,12 @@ def test_the_service_starts_without_openai_chatkit() -> None:
     assert "/chatkit" not in paths
 
 
+def _never_built(
+    store: ChatKitStore, attachments: ChatKitAttachmentStore
+) -> ChatKitServer[ChatKitContext]:
+    raise AssertionError("create_app fails before it builds a server")
+
+
 @pytest.mark.usefixtures("without_openai_chatkit")
 def test_a_custom_server_without_openai_chatkit_is_an_error() -> None:
     """Asking for a ChatKit server when openai-chatkit is missing fails loudly."""
@@ -36,5 +48,5 @@ def test_a_custom_server_without_openai_chatkit_is_an_error() -> None:
         create_app(
             ServerSettings(api_keys=(API_KEY,)),
             store=MemoryStore(),
-            chatkit_server_factory=lambda s, a: None,
+            chatkit_server_factory=_never_built,
         )

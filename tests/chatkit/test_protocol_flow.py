@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import json
 
+from openai.types.beta.chatkit import (
+    ChatKitThreadAssistantMessageItem,
+    ChatKitThreadUserMessageItem,
+)
+
 from ratekeeper.store import assistant_message, user_message
 from tests.server.conftest import Live, Schemas
 
@@ -92,7 +97,10 @@ def test_add_user_message_appends_in_order_and_the_sdk_reads_it(
         "chatkit.user_message",
         "chatkit.assistant_message",
     ] * 2
-    texts = [item.content[0].text for item in items]
+    texts: list[str] = []
+    for item in items:
+        assert isinstance(item, ChatKitThreadUserMessageItem | ChatKitThreadAssistantMessageItem)
+        texts.append(item.content[0].text)
     assert texts == ["first", "first", "second   message", "second   message"]
     assert thread.title == "first"
 

@@ -20,6 +20,7 @@ from ratekeeper import (
     InvalidParameter,
     RatekeeperError,
     UploadDecision,
+    UploadReason,
 )
 from ratekeeper._gate import FAIL_OPEN_DECISION
 from ratekeeper._ratelimit_headers import fail_open_verdict, missing_secret_verdict
@@ -99,7 +100,10 @@ def test_history_refusal_only_when_disabled() -> None:
 )
 def test_upload_refusals(reason: str, status: int, code: str) -> None:
     refusal = upload_refusal(
-        UploadDecision(False, reason, 3, 3), 2 * 1024 * 1024, FileUploadLimits()
+        # Plain strings, one of them ("something_new") unknown to this version: the fallback.
+        UploadDecision(False, reason, 3, 3),  # type: ignore[arg-type]
+        2 * 1024 * 1024,
+        FileUploadLimits(),
     )
     assert refusal is not None
     assert (refusal.status_code, refusal.code) == (status, code)
@@ -108,7 +112,10 @@ def test_upload_refusals(reason: str, status: int, code: str) -> None:
 
 
 def test_allowed_upload_is_no_refusal_and_sizes_are_checked() -> None:
-    assert upload_refusal(UploadDecision(True, "allowed", 1, 3), 5, FileUploadLimits()) is None
+    assert (
+        upload_refusal(UploadDecision(True, UploadReason.ALLOWED, 1, 3), 5, FileUploadLimits())
+        is None
+    )
     check_upload_size(0)
     with pytest.raises(InvalidParameter) as caught:
         check_upload_size(-1)
@@ -117,7 +124,7 @@ def test_allowed_upload_is_no_refusal_and_sizes_are_checked() -> None:
 
 def test_too_large_message_names_sizes() -> None:
     refusal = upload_refusal(
-        UploadDecision(False, "file_too_large", 0, 10),
+        UploadDecision(False, UploadReason.FILE_TOO_LARGE, 0, 10),
         3 * 1024 * 1024,
         FileUploadLimits(enabled=True, max_file_size=2),
     )
@@ -130,7 +137,7 @@ def test_too_large_message_names_sizes() -> None:
 def test_too_large_message_just_over_the_limit_names_the_bytes() -> None:
     """One byte over 1 MB must not read as "1.00 MB is more than 1 MB"."""
     refusal = upload_refusal(
-        UploadDecision(False, "file_too_large", 0, 10),
+        UploadDecision(False, UploadReason.FILE_TOO_LARGE, 0, 10),
         1024 * 1024 + 1,
         FileUploadLimits(enabled=True, max_file_size=1),
     )

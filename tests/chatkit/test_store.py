@@ -486,8 +486,9 @@ async def test_a_widget_of_a_named_class_reads_back_as_the_same_widget_json(
     loaded = await store.load_item(thread_id, item.id, ctx)  # warnings are errors here
     assert isinstance(loaded, WidgetItem)
     assert isinstance(loaded.widget, DynamicWidgetRoot)
-    sent = {"by_alias": True, "exclude_none": True}  # as openai-chatkit serializes for clients
-    assert loaded.model_dump(mode="json", **sent) == item.model_dump(mode="json", **sent)
+    # by_alias and exclude_none: as openai-chatkit serializes for clients
+    sent = loaded.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert sent == item.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 async def test_save_item_replaces_in_place(

@@ -5,14 +5,17 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Literal
 
 import anyio
 import uvicorn
+from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def serving(app: Any, *, lifespan: str = "off") -> AsyncIterator[str]:
+async def serving(
+    app: ASGIApp, *, lifespan: Literal["auto", "on", "off"] = "off"
+) -> AsyncIterator[str]:
     """Run ``app`` on a real uvicorn bound to a free loopback port; yield its base URL."""
     config = uvicorn.Config(
         app, lifespan=lifespan, log_level="warning", access_log=False, ws="none", http="h11"

@@ -8,9 +8,18 @@ from typing import Any
 import pytest
 
 from ratekeeper import BackendError, Engine, Gate, ManualClock
-from ratekeeper._backend import Admission, Cancellation, MemoryBackend
-from ratekeeper._engine import EngineStatistics, Expired
-from ratekeeper._types import Decision, FileUploadLimits, HistoryLimits, Session, UploadDecision
+from ratekeeper._backend import MemoryBackend
+from ratekeeper._types import (
+    Admission,
+    Cancellation,
+    Decision,
+    EngineStatistics,
+    Expired,
+    FileUploadLimits,
+    HistoryLimits,
+    Session,
+    UploadDecision,
+)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

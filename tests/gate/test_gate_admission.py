@@ -71,7 +71,8 @@ async def test_enter_raises_rate_limited_with_retry_after(gate: Gate, clock: Man
         async with gate.enter(session.client_secret):
             pytest.fail("a refused request must not run the block")
     assert info.value.retry_after == pytest.approx(45.0)
-    assert info.value.decision.reason is Reason.RATE_LIMITED  # type: ignore[attr-defined]
+    assert info.value.decision is not None
+    assert info.value.decision.reason is Reason.RATE_LIMITED
 
 
 async def test_enter_raises_session_expired_after_expires_at(
@@ -139,7 +140,7 @@ def test_guard_without_parentheses_fails_at_decoration(gate: Gate) -> None:
         return client_secret
 
     with pytest.raises(TypeError, match=r"@gate.guard\(\)"):
-        gate.guard(handler)
+        gate.guard(handler)  # type: ignore[arg-type]  # the mistake under test
 
 
 def test_guard_refuses_a_handler_without_the_named_parameter(gate: Gate) -> None:

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
+from starlette.types import Scope
 
 from ratekeeper import Gate, ManualClock, RatekeeperMiddleware
 from ratekeeper._middleware import DECISION_STATE_KEY, bearer_token
@@ -109,6 +110,7 @@ async def test_the_request_over_the_limit_gets_429_with_retry_after(
     body = refused.json()
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["code"] == "rate_limit_exceeded"
+    assert session.client_secret is not None
     assert session.client_secret not in refused.text
 
 
@@ -134,6 +136,7 @@ async def test_refused_secrets_get_401_with_distinct_codes(gate: Gate, clock: Ma
             assert int(response.headers["content-length"]) == len(response.content)
             codes[name] = response.json()["error"]["code"]
             for secret in (cancelled.client_secret, expiring.client_secret):
+                assert secret is not None
                 assert secret not in response.text
     assert codes == {
         "missing": "missing_client_secret",
@@ -334,7 +337,7 @@ async def test_a_single_path_string_guards_that_prefix(gate: Gate) -> None:
 
     middleware = RatekeeperMiddleware(app, gate=gate, paths="/v1")
     for path in ("/open", "/v1x", "/v1/echo"):
-        scope = {"type": "http", "method": "GET", "path": path, "headers": []}
+        scope: Scope = {"type": "http", "method": "GET", "path": path, "headers": []}
         await middleware(scope, receive, send)
     assert reached == ["/open", "/v1x"]
     assert sent[0]["status"] == 401

@@ -14,7 +14,7 @@ import pytest
 from trio.testing import MockClock
 
 from ratekeeper import BackendError, Engine, Gate, LoopClock, ManualClock, MemoryBackend
-from ratekeeper._engine import Expired
+from ratekeeper._types import Expired
 
 pytestmark = pytest.mark.anyio
 
@@ -215,6 +215,8 @@ async def test_a_failing_callback_is_logged_counted_and_survived(
     assert count(gate, "ratekeeper_expiry_callback_errors_total") == 2
     failures = [r for r in caplog.records if "callback" in r.getMessage()]
     assert len(failures) == 2
+    assert first.client_secret is not None
+    assert second.client_secret is not None
     for record in failures:
         assert record.levelno == logging.ERROR
         assert first.client_secret not in record.getMessage()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from ._server import serving
 
@@ -31,7 +32,9 @@ def documented_route_snippet() -> str:
 async def test_the_documented_route_serves_metrics_without_a_redirect() -> None:
     namespace: dict[str, object] = {}
     exec(documented_route_snippet(), namespace)  # noqa: S102 - our own documentation
-    async with serving(namespace["app"]) as url, httpx.AsyncClient(base_url=url) as client:
+    app = namespace["app"]
+    assert isinstance(app, Starlette)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         get = await client.get("/metrics")
         head = await client.head("/metrics")
         post = await client.post("/metrics")

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from ratekeeper import Engine, Gate, ManualClock
-from ratekeeper._engine import Expired
 from ratekeeper._metrics import EXPIRY_LAG_BUCKETS
 from ratekeeper._sweeper import _observe_many, _observe_together
+from ratekeeper._types import Expired
 
 pytestmark = pytest.mark.anyio
 

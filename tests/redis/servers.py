@@ -177,7 +177,7 @@ class RedisCluster:
             for node in self.nodes:
                 client = redis.Redis(port=node.port)
                 try:
-                    while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                    while client.cluster("INFO").get("cluster_state") != "ok":
                         if time.monotonic() > deadline:
                             raise RuntimeError("the test cluster did not reach cluster_state:ok")
                         time.sleep(0.05)

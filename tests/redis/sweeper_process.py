@@ -14,7 +14,7 @@ import sys
 import anyio
 
 from ratekeeper import Gate, ManualClock
-from ratekeeper._engine import Expired
+from ratekeeper._types import Expired
 from ratekeeper.redis import RedisBackend
 
 # A bound, so a broken run ends (and fails) instead of hanging: 3000 polls of 10 ms.

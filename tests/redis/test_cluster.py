@@ -44,7 +44,7 @@ async def test_sessions_and_index_shards_spread_over_the_nodes(
     sessions = [await cluster_backend.create_session("u") for _ in range(30)]
     session_nodes = set()
     for session in sessions:
-        keys = cluster_backend.keys.session(session.id)
+        keys: tuple[str, ...] = cluster_backend.keys.session(session.id)
         assert len({key_slot(key.encode()) for key in keys}) == 1
         session_nodes.add(_node_of(client, keys[0]))
         decision = await cluster_backend.admit(session.client_secret or "")
@@ -97,14 +97,14 @@ async def test_a_timed_out_command_is_not_retried() -> None:
         assert isinstance(client, RedisCluster)
         node = client.get_node_from_key(backend.keys.session(session.id)[0])
         assert node is not None
-        pauser: redis.asyncio.Redis = redis.asyncio.Redis(host=node.host, port=node.port)
+        pauser: redis.asyncio.Redis = redis.asyncio.Redis(host=node.host, port=int(node.port))
         try:
             # Writes wait 0.6 s on that node: past one timeout, within a retry's.
-            await pauser.execute_command("CLIENT", "PAUSE", 600, "WRITE")
+            await pauser.client_pause(600, all=False)
             with pytest.raises(BackendError):
                 await backend.admit(session.client_secret or "")
         finally:
-            await pauser.execute_command("CLIENT", "UNPAUSE")
+            await pauser.client_unpause()
             await pauser.aclose()
     finally:
         await backend.aclose()

@@ -22,10 +22,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -38,6 +38,9 @@ from tests.redis.servers import RedisProcess
 from tests.service import free_port
 
 from .leaks import leaks
+
+if TYPE_CHECKING:
+    import httpx2  # what openai answers with: its fork of httpx
 
 _ROOT = Path(__file__).resolve().parents[2]
 _STARTUP_TIMEOUT_S = 60.0
@@ -136,7 +139,7 @@ class Exchange:
 
     answers: dict[str, str] = field(default_factory=dict)
 
-    def add(self, name: str, response: httpx.Response) -> None:
+    def add(self, name: str, response: httpx.Response | httpx2.Response) -> None:
         headers = "\n".join(f"{k}: {v}" for k, v in response.headers.multi_items())
         self.answers[name] = f"{response.status_code}\n{headers}\n\n{response.text}"
 
@@ -176,7 +179,7 @@ def _drive(service: Service, x: str, label: str, secret: str, seen: Exchange) ->
     )
     with sdk, rest, session:
         # The REST surface through the official SDK: ids in paths.
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "threads.retrieve": lambda: sdk.beta.chatkit.threads.retrieve(x),
             "threads.delete": lambda: sdk.beta.chatkit.threads.delete(x),
             "threads.list_items": lambda: sdk.beta.chatkit.threads.list_items(x),
@@ -184,7 +187,8 @@ def _drive(service: Service, x: str, label: str, secret: str, seen: Exchange) ->
             "sessions.create (bad anchor)": lambda: sdk.beta.chatkit.sessions.create(
                 user="u_leaks",
                 workflow={"id": "wf_leaks"},
-                expires_after={"anchor": x, "seconds": 60},  # type: ignore[typeddict-item]
+                # An anchor the API does not accept, on purpose: the refusal must not echo it.
+                expires_after={"anchor": x, "seconds": 60},  # type: ignore[arg-type]
             ),
             "sessions.create (field named by it)": lambda: sdk.beta.chatkit.sessions.create(
                 user="u_leaks", workflow={"id": "wf_leaks"}, extra_body={x: 1}
@@ -419,10 +423,10 @@ def test_no_secret_or_key_in_any_answer_log_or_store(
         }
         assert stored, "the SQLite store wrote nothing"
         if redis_server is not None:
-            client = redis.Redis.from_url(redis_server.url)
+            redis_client = redis.Redis.from_url(redis_server.url)
             dump = {
-                key.decode("latin-1"): f"{key!r} {client.dump(key)!r}"
-                for key in client.scan_iter(count=1000)
+                key.decode("latin-1"): f"{key!r} {redis_client.dump(key)!r}"
+                for key in redis_client.scan_iter(count=1000)
             }
             assert dump, "the Redis backend wrote nothing"
             stored.update(dump)

@@ -6,11 +6,11 @@ from typing import Any
 
 import openai
 import pytest
-from openai.types.beta.chatkit import ChatSession
+from openai.types.beta.chatkit import ChatSession, ChatSessionWorkflowParam
 
 from .conftest import BETA, Live
 
-WF = {"id": "wf_1"}
+WF: ChatSessionWorkflowParam = {"id": "wf_1"}
 
 
 def body(**fields: Any) -> dict[str, Any]:

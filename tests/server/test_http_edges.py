@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Message, Scope
 
 from ratekeeper import Engine, ManualClock, MemoryBackend
 from ratekeeper._backend import Backend
@@ -110,20 +111,20 @@ async def test_client_hanging_up_mid_body_is_not_a_server_error(anyio_backend: s
     hang-up is a matter of timing, and a test must not sleep to find out.
     """
     app = create_app(ServerSettings(api_keys=(API_KEY,)))
-    incoming = [
+    incoming: list[Message] = [
         {"type": "http.request", "body": b'{"user": "u", ', "more_body": True},
         {"type": "http.disconnect"},
     ]
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return incoming.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     headers = {"authorization": f"Bearer {API_KEY}", **JSON, **BETA, "content-length": "64"}
-    scope = {
+    scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",

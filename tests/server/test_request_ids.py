@@ -115,7 +115,7 @@ def test_a_malformed_or_secret_shaped_request_id_is_replaced(
     logged: tuple[str, io.StringIO], request_id: str
 ) -> None:
     url, buffer = logged
-    response = httpx.get(f"{url}/healthz", headers={"x-request-id": request_id.encode("utf-8")})
+    response = httpx.get(f"{url}/healthz", headers={b"x-request-id": request_id.encode("utf-8")})
     given = response.headers["x-request-id"]
     assert given.startswith("req_")
     assert len(given) == 36

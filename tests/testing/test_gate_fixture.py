@@ -25,8 +25,8 @@ from ratekeeper import (
     Reason,
     SessionExpired,
 )
-from ratekeeper._engine import Expired
 from ratekeeper._ratelimit_headers import verdict_for
+from ratekeeper._types import Expired
 from ratekeeper.server._dev import OffsetClock
 from ratekeeper.server._dev_faults import DevGate, Fault, FaultTable
 from ratekeeper.testing import ManualGate
