@@ -22,7 +22,8 @@ from starlette.routing import Mount, Route
 from starlette.types import Scope
 
 from ratekeeper import Gate, ManualClock, RatekeeperMiddleware
-from ratekeeper._middleware import DECISION_STATE_KEY, bearer_token
+from ratekeeper._bearer import bearer_token_in as bearer_token
+from ratekeeper._middleware import DECISION_STATE_KEY
 
 from ._server import serving
 

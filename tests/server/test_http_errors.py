@@ -56,7 +56,8 @@ def test_error_response_is_openai_shaped_and_redacted() -> None:
     response = error_response(
         ErrorAnswer(503, "key rk-key-12345678", code="c", param="rk-key-12345678"), redactor
     )
-    body = json.loads(response.body)
+    raw = bytes(response.body)
+    body = json.loads(raw)
     assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert "rk-key-12345678" not in response.body.decode()
+    assert "rk-key-12345678" not in raw.decode()
     assert response.headers["retry-after"] == "1"
