@@ -40,9 +40,12 @@ from ._types import (
     HistoryLimits,
     Reason,
     Session,
+    SessionOptions,
+    SessionSpec,
     SessionStatus,
     UploadDecision,
     UploadReason,
+    Workflow,
 )
 
 __all__ = (
@@ -79,12 +82,15 @@ __all__ = (
     "SessionCancelled",
     "SessionExpired",
     "SessionNotFound",
+    "SessionOptions",
+    "SessionSpec",
     "SessionStatus",
     "SystemClock",
     "UnknownSession",
     "UploadDecision",
     "UploadReason",
     "Verdict",
+    "Workflow",
     "metrics_app",
     "refusal_headers",
 )

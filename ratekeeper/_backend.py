@@ -10,8 +10,7 @@ backend offers; the gate checks them once, never a backend's type.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, Unpack, runtime_checkable
 
 from ._engine import Engine
 from ._types import (
@@ -21,10 +20,11 @@ from ._types import (
     Decision,
     EngineStatistics,
     Expired,
-    FileUploadLimits,
-    HistoryLimits,
     Session,
+    SessionOptions,
+    SessionSpec,
     UploadDecision,
+    resolve_spec,
 )
 
 
@@ -59,16 +59,10 @@ class Backend(Protocol):
     """Where session state lives. Every method may raise ``BackendError`` on I/O failure."""
 
     async def create_session(
-        self,
-        user: str,
-        *,
-        expires_after_s: int = 600,
-        max_requests_per_1_minute: int = 10,
-        file_upload: FileUploadLimits = ...,
-        history: HistoryLimits = ...,
-        attributes: Mapping[str, Any] | None = None,
+        self, user: str, spec: SessionSpec | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
-        """Create a session; see :meth:`Engine.create_session`."""
+        """Create a session with ``spec`` (or its fields as keywords); see
+        :meth:`Engine.create_session`. A spec is not validated again."""
         ...
 
     async def admit(self, client_secret: str) -> Decision:
@@ -134,24 +128,10 @@ class MemoryBackend:
         return self.engine
 
     async def create_session(
-        self,
-        user: str,
-        *,
-        expires_after_s: int = 600,
-        max_requests_per_1_minute: int = 10,
-        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
-        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
-        attributes: Mapping[str, Any] | None = None,
+        self, user: str, spec: SessionSpec | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
         """Create a session; see :meth:`Engine.create_session`."""
-        return self.engine.create_session(
-            user,
-            expires_after_s=expires_after_s,
-            max_requests_per_1_minute=max_requests_per_1_minute,
-            file_upload=file_upload,
-            history=history,
-            attributes=attributes,
-        )
+        return self.engine.create_session(user, resolve_spec(spec, options))
 
     async def admit(self, client_secret: str) -> Decision:
         """Decide on one request; see :meth:`Engine.admit`."""

@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
@@ -42,11 +42,12 @@ from ._sweeper import ExpiryCallback, Outage, Sweeper
 from ._types import (
     Decision,
     EngineStatistics,
-    FileUploadLimits,
-    HistoryLimits,
     Reason,
     Session,
+    SessionOptions,
+    SessionSpec,
     UploadDecision,
+    resolve_spec,
 )
 from ._window import unknown_decision
 
@@ -306,30 +307,19 @@ class Gate:
     # -- sessions -------------------------------------------------------------------------
 
     async def create_session(
-        self,
-        user: str,
-        *,
-        expires_after_s: int = 600,
-        max_requests_per_1_minute: int = 10,
-        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
-        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
-        attributes: Mapping[str, Any] | None = None,
+        self, user: str, spec: SessionSpec | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
         """Create a session through the backend, count it, and tell the sweeper its deadline.
 
         Takes the arguments of :meth:`Engine.create_session
-        <ratekeeper.Engine.create_session>` and raises what it raises, plus
+        <ratekeeper.Engine.create_session>` (a :class:`~ratekeeper.SessionSpec`,
+        or its fields as keywords) and raises what it raises, plus
         :class:`~ratekeeper.BackendError`.
         """
+        if options or spec is None:
+            spec = resolve_spec(spec, options)  # built here once; the backend takes it as is
         try:
-            session = await self.backend.create_session(
-                user,
-                expires_after_s=expires_after_s,
-                max_requests_per_1_minute=max_requests_per_1_minute,
-                file_upload=file_upload,
-                history=history,
-                attributes=attributes,
-            )
+            session = await self.backend.create_session(user, spec)
         except BackendError:
             self.metrics.backend_error["create_session"].inc()
             raise

@@ -92,7 +92,7 @@ def error_response(answer: ErrorAnswer, redactor: Redactor = SHAPES) -> JSONResp
     message and param (shapes of secrets only by default: the HTTP edges pass their own).
 
     A 401 gets ``x-should-retry: false`` and a 503 ``retry-after`` and ``retry-after-ms``
-    (:func:`~ratekeeper._ratelimit_headers.refusal_headers`), unless ``answer.headers`` set them.
+    (:func:`~ratekeeper.refusal_headers`), unless ``answer.headers`` set them.
     """
     status_code, message, type_, code, param, headers, _ = answer
     message = redactor.text(message)
@@ -107,7 +107,7 @@ def error_response(answer: ErrorAnswer, redactor: Redactor = SHAPES) -> JSONResp
 
 def refusal_response(verdict: Verdict) -> Response:
     """Return the Starlette response of a gate's refusal: its status, body and headers as
-    :meth:`Gate.check <ratekeeper._gate.Gate.check>` made them (the ASGI middleware sends the
+    :meth:`Gate.check <ratekeeper.Gate.check>` made them (the ASGI middleware sends the
     same on the wire)."""
     return Response(
         verdict.body(),

@@ -4,7 +4,7 @@ the REST surface and the ChatKit endpoint alike.
 A body is accepted when it declares no content type, ``application/json`` or an
 ``application/*+json`` type (parameters such as ``charset`` ignored); anything else is 415.
 More than ``max_bytes``, declared or sent, is 413; a client hanging up mid-body is 400. Each
-refusal is an :class:`~ratekeeper._http_errors.ApiError` the edge answers like any other.
+refusal is an :class:`~ratekeeper.server.ApiError` the edge answers like any other.
 """
 
 from __future__ import annotations

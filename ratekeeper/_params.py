@@ -1,4 +1,7 @@
-"""Validation of session parameters: the one home of every range and type rule.
+"""Validation of parameters: the one home of every range and type rule.
+
+:class:`~ratekeeper.SessionSpec` applies them to a session's parameters when it is
+built, and nothing validates a spec again.
 
 Errors name the parameter by its path in ChatKit's create-session body
 (``expires_after.seconds``) and carry OpenAI's error codes, so the HTTP service can return them
@@ -7,15 +10,10 @@ as they are.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from ._errors import InvalidParameter
-from ._types import FileUploadLimits, HistoryLimits
 
-#: The limits a session gets when none are given: one shared, frozen (so valid once, valid
-#: always) value each, which :func:`validate_limits` recognises without looking inside.
-DEFAULT_FILE_UPLOAD = FileUploadLimits()
-DEFAULT_HISTORY = HistoryLimits()
 MAX_EXPIRES_AFTER_S = 600
 MAX_FILE_SIZE_MB = 512
 #: A megabyte of ``max_file_size``, in bytes (binary, as ``redis/upload.lua`` counts it too).
@@ -25,6 +23,8 @@ MAX_USER_LENGTH = 512
 #: front end is JavaScript) and Redis's Lua lose precision beyond 2**53 - 1, and a limit that
 #: changes silently is worse than a clear error (RFC 7493, I-JSON, section 2.2).
 MAX_JSON_INT = 2**53 - 1
+
+_T = TypeVar("_T")
 
 _TYPE_NAMES = {
     bool: "a boolean",
@@ -72,15 +72,20 @@ def check_int(
     return value
 
 
-def check_bool(value: Any, param: str) -> bool:
-    """Return ``value`` if it is a boolean, else raise :class:`InvalidParameter`."""
-    if not isinstance(value, bool):
+def check_type(value: Any, param: str, kind: type[_T], expected: str) -> _T:
+    """Return ``value`` if it is a ``kind`` (``expected`` says so in words), else raise."""
+    if not isinstance(value, kind):
         raise InvalidParameter(
-            f"Invalid type for '{param}': expected a boolean, but got {type_name(value)} instead.",
+            f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.",
             param=param,
             code="invalid_type",
         )
     return value
+
+
+def check_bool(value: Any, param: str) -> bool:
+    """Return ``value`` if it is a boolean, else raise :class:`InvalidParameter`."""
+    return check_type(value, param, bool, "a boolean")
 
 
 def check_str(value: Any, param: str, *, min_length: int = 0, max_length: int | None = None) -> str:
@@ -106,17 +111,6 @@ def check_str(value: Any, param: str, *, min_length: int = 0, max_length: int | 
             f"length {len(value)} instead.",
             param=param,
             code="string_above_max_length",
-        )
-    return value
-
-
-def check_object(value: Any, param: str) -> dict[str, Any]:
-    """Return ``value`` if it is a JSON object (a ``dict``), else raise."""
-    if not isinstance(value, dict):
-        raise InvalidParameter(
-            f"Invalid type for '{param}': expected an object, but got {type_name(value)} instead.",
-            param=param,
-            code="invalid_type",
         )
     return value
 
@@ -165,88 +159,6 @@ def require(obj: dict[str, Any], key: str, prefix: str) -> Any:
     return obj[key]
 
 
-def validate_limits(
-    user: Any,
-    expires_after_s: Any,
-    max_requests_per_1_minute: Any,
-    file_upload: Any,
-    history: Any,
-) -> None:
-    """Check every engine-level session parameter; raise :class:`InvalidParameter` on the first."""
-    # The fast path: one expression that accepts only what the checks below accept (exact
-    # types, the same bounds), so a valid session costs a fifth of running them all; anything
-    # else, valid or not, goes through them for the precise error.
-    if (
-        type(user) is str
-        and 0 < len(user) <= MAX_USER_LENGTH
-        and type(expires_after_s) is int
-        and 1 <= expires_after_s <= MAX_EXPIRES_AFTER_S
-        and type(max_requests_per_1_minute) is int
-        and 1 <= max_requests_per_1_minute <= MAX_JSON_INT
-        and (file_upload is DEFAULT_FILE_UPLOAD or _file_upload_ok(file_upload))
-        and (history is DEFAULT_HISTORY or _history_ok(history))
-    ):
-        return
-    check_str(user, "user", min_length=1, max_length=MAX_USER_LENGTH)
-    check_int(expires_after_s, "expires_after.seconds", minimum=1, maximum=MAX_EXPIRES_AFTER_S)
-    check_int(
-        max_requests_per_1_minute,
-        "rate_limits.max_requests_per_1_minute",
-        minimum=1,
-        maximum=MAX_JSON_INT,
-    )
-    if not isinstance(file_upload, FileUploadLimits):
-        raise InvalidParameter(
-            "Invalid type for 'chatkit_configuration.file_upload': expected FileUploadLimits.",
-            param="chatkit_configuration.file_upload",
-            code="invalid_type",
-        )
-    check_bool(file_upload.enabled, "chatkit_configuration.file_upload.enabled")
-    check_int(
-        file_upload.max_file_size,
-        "chatkit_configuration.file_upload.max_file_size",
-        minimum=1,
-        maximum=MAX_FILE_SIZE_MB,
-    )
-    check_int(
-        file_upload.max_files,
-        "chatkit_configuration.file_upload.max_files",
-        minimum=1,
-        maximum=MAX_JSON_INT,
-    )
-    if not isinstance(history, HistoryLimits):
-        raise InvalidParameter(
-            "Invalid type for 'chatkit_configuration.history': expected HistoryLimits.",
-            param="chatkit_configuration.history",
-            code="invalid_type",
-        )
-    check_bool(history.enabled, "chatkit_configuration.history.enabled")
-    if history.recent_threads is not None:
-        check_int(
-            history.recent_threads,
-            "chatkit_configuration.history.recent_threads",
-            minimum=1,
-            maximum=MAX_JSON_INT,
-        )
-
-
-def _file_upload_ok(limits: Any) -> bool:
-    """Whether ``limits`` passes :func:`validate_limits`' checks (exact types only)."""
-    return (
-        type(limits) is FileUploadLimits
-        and type(limits.enabled) is bool
-        and type(limits.max_file_size) is int
-        and 1 <= limits.max_file_size <= MAX_FILE_SIZE_MB
-        and type(limits.max_files) is int
-        and 1 <= limits.max_files <= MAX_JSON_INT
-    )
-
-
-def _history_ok(limits: Any) -> bool:
-    """Whether ``limits`` passes :func:`validate_limits`' checks (exact types only)."""
-    recent = limits.recent_threads if type(limits) is HistoryLimits else 0
-    return (
-        type(limits) is HistoryLimits
-        and type(limits.enabled) is bool
-        and (recent is None or (type(recent) is int and 1 <= recent <= MAX_JSON_INT))
-    )
+def check_user(user: Any) -> str:
+    """Return ``user`` if it is a valid ``user`` (1..512 characters), else raise."""
+    return check_str(user, "user", min_length=1, max_length=MAX_USER_LENGTH)

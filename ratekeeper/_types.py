@@ -1,12 +1,23 @@
-"""Value objects shared by every layer: sessions, decisions and what the backends report."""
+"""Value objects shared by every layer: sessions and their specs, decisions, and what the
+backends report."""
 
 from __future__ import annotations
 
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypedDict
+
+from ._params import (
+    MAX_EXPIRES_AFTER_S,
+    MAX_FILE_SIZE_MB,
+    MAX_JSON_INT,
+    check_bool,
+    check_int,
+    check_type,
+)
 
 #: Length of the sliding window behind ``max_requests_per_1_minute``, in seconds.
 WINDOW_S = 60.0
@@ -198,11 +209,9 @@ class Session:
         status: lifecycle state as of the read.
         expires_at: integer Unix time at which the session expires.
         created_at: wall-clock Unix time of creation.
-        max_requests_per_1_minute: the session's rate limit.
-        file_upload: resolved upload limits.
-        history: resolved history limits.
-        attributes: opaque JSON-able data stored with the session (the service keeps the
-            workflow and the rest of ``chatkit_configuration`` here).
+        spec: what the session was created with (:class:`SessionSpec`): its lifetime, rate
+            limit, ChatKit configuration, workflow and attributes. Its limits are also read
+            as the properties below.
         client_secret: the secret, present only on the value returned by session creation;
             ratekeeper keeps only its hash. Never shown in ``repr``.
     """
@@ -212,8 +221,321 @@ class Session:
     status: SessionStatus
     expires_at: int
     created_at: float
-    max_requests_per_1_minute: int
-    file_upload: FileUploadLimits = FileUploadLimits()
-    history: HistoryLimits = HistoryLimits()
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    spec: SessionSpec
     client_secret: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def max_requests_per_1_minute(self) -> int:
+        """The session's rate limit (``spec.max_requests_per_1_minute``)."""
+        return self.spec.max_requests_per_1_minute
+
+    @property
+    def file_upload(self) -> FileUploadLimits:
+        """The session's resolved upload limits (``spec.file_upload``)."""
+        return self.spec.file_upload
+
+    @property
+    def history(self) -> HistoryLimits:
+        """The session's resolved history limits (``spec.history``)."""
+        return self.spec.history
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """The application's data stored with the session (``spec.attributes``; ``{}``: none)."""
+        return self.spec.attributes or _NO_ATTRIBUTES
+
+
+# -- what a session is created with ---------------------------------------------------------
+
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+_DEFAULT_FILE_UPLOAD = FileUploadLimits()
+_DEFAULT_HISTORY = HistoryLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """ChatKit's ``workflow`` of a session: which workflow, pinned how, with which variables.
+
+    The service fills it from the create-session body; the guarded ChatKit endpoint reads it
+    (``context.session.spec.workflow``) to pick what serves the session.
+
+    Attributes:
+        id: the workflow's id.
+        version: the version the session is pinned to; ``None``: the current one.
+        state_variables: values handed to the workflow (strings, numbers, booleans), or
+            ``None``.
+        tracing_enabled: ``workflow.tracing.enabled``.
+    """
+
+    id: str
+    version: str | None = None
+    state_variables: Mapping[str, str | int | float | bool] | None = None
+    tracing_enabled: bool = True
+
+
+class SessionOptions(TypedDict, total=False):
+    """The fields of a :class:`SessionSpec` as keywords: ``create_session``'s convenience form.
+
+    ``engine.create_session("u", max_requests_per_1_minute=5)`` stands for the spec these
+    keywords describe (:func:`keyword_spec`); keywords left out, or ``None``, take the spec's
+    defaults.
+    """
+
+    expires_after_s: int | None
+    max_requests_per_1_minute: int | None
+    file_upload: FileUploadLimits | None
+    history: HistoryLimits | None
+    workflow: Workflow | None
+    automatic_thread_titling: bool | None
+    attributes: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class SessionSpec:
+    """What a session is created with: one value, validated once, passed through every layer.
+
+    Every ``create_session`` (engine, backends, gate) takes one, as httpx's client takes a
+    ``Timeout``; none of them validates it again. Build a spec once and pass it to every
+    creation (the cheapest form), or pass its fields as keywords instead
+    (``create_session("u", expires_after_s=60)``), which stand for the spec they describe.
+
+    Args:
+        expires_after_s: lifetime in seconds (``expires_after.seconds``, 1..600).
+        max_requests_per_1_minute: admitted requests allowed in any 60 s window (>= 1).
+        file_upload: ``chatkit_configuration.file_upload``.
+        history: ``chatkit_configuration.history``.
+        workflow: the ChatKit workflow; ``None`` for sessions that have none (the library's).
+        automatic_thread_titling: ``chatkit_configuration.automatic_thread_titling.enabled``.
+        attributes: the application's own JSON-able data, stored with the session as it is
+            (copied here; ``None`` or empty: none).
+
+    Raises:
+        InvalidParameter: a value is of the wrong type or out of range; the error names it
+            by its path in ChatKit's create-session body (``expires_after.seconds``).
+
+    Immutable, so one spec is safe to share across sessions, tasks and threads.
+    """
+
+    expires_after_s: int
+    max_requests_per_1_minute: int
+    file_upload: FileUploadLimits
+    history: HistoryLimits
+    workflow: Workflow | None
+    automatic_thread_titling: bool
+    attributes: Mapping[str, Any] | None
+
+    # Hand-written rather than generated: the generated __init__ of a frozen dataclass sets
+    # each field through object.__setattr__ and costs twice as much, and the keyword form of
+    # create_session builds a spec per call. dataclasses.replace() still works through it.
+    def __init__(
+        self,
+        expires_after_s: int = MAX_EXPIRES_AFTER_S,
+        max_requests_per_1_minute: int = 10,
+        file_upload: FileUploadLimits = _DEFAULT_FILE_UPLOAD,
+        history: HistoryLimits = _DEFAULT_HISTORY,
+        workflow: Workflow | None = None,
+        automatic_thread_titling: bool = True,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        _set_expires_after_s(self, expires_after_s)
+        _set_max_requests_per_1_minute(self, max_requests_per_1_minute)
+        _set_file_upload(self, file_upload)
+        _set_history(self, history)
+        _set_workflow(self, workflow)
+        _set_automatic_thread_titling(self, automatic_thread_titling)
+        # A copy: the caller's dict may change afterwards; the spec may not.
+        _set_attributes(self, dict(attributes) or None if attributes is not None else None)
+        # The fast path: one expression that accepts only what _check_spec accepts (exact
+        # types, the same bounds), so a valid spec costs a fraction of running every check.
+        if not (
+            type(expires_after_s) is int
+            and 1 <= expires_after_s <= MAX_EXPIRES_AFTER_S
+            and type(max_requests_per_1_minute) is int
+            and 1 <= max_requests_per_1_minute <= MAX_JSON_INT
+            and (file_upload is _DEFAULT_FILE_UPLOAD or _file_upload_ok(file_upload))
+            and (history is _DEFAULT_HISTORY or _history_ok(history))
+            and (workflow is None or type(workflow) is Workflow)
+            and type(automatic_thread_titling) is bool
+        ):
+            _check_spec(self)
+
+
+(
+    _set_expires_after_s,
+    _set_max_requests_per_1_minute,
+    _set_file_upload,
+    _set_history,
+    _set_workflow,
+    _set_automatic_thread_titling,
+    _set_attributes,
+) = (getattr(SessionSpec, f.name).__set__ for f in fields(SessionSpec))
+
+
+def _check_spec(spec: SessionSpec) -> None:
+    """Run every check in body order; raise :class:`InvalidParameter` on the first."""
+    check_int(spec.expires_after_s, "expires_after.seconds", minimum=1, maximum=MAX_EXPIRES_AFTER_S)
+    check_int(
+        spec.max_requests_per_1_minute,
+        "rate_limits.max_requests_per_1_minute",
+        minimum=1,
+        maximum=MAX_JSON_INT,
+    )
+    upload = check_type(
+        spec.file_upload,
+        "chatkit_configuration.file_upload",
+        FileUploadLimits,
+        "a FileUploadLimits",
+    )
+    check_bool(upload.enabled, "chatkit_configuration.file_upload.enabled")
+    check_int(
+        upload.max_file_size,
+        "chatkit_configuration.file_upload.max_file_size",
+        minimum=1,
+        maximum=MAX_FILE_SIZE_MB,
+    )
+    check_int(
+        upload.max_files,
+        "chatkit_configuration.file_upload.max_files",
+        minimum=1,
+        maximum=MAX_JSON_INT,
+    )
+    limits = check_type(
+        spec.history, "chatkit_configuration.history", HistoryLimits, "a HistoryLimits"
+    )
+    check_bool(limits.enabled, "chatkit_configuration.history.enabled")
+    if limits.recent_threads is not None:
+        check_int(
+            limits.recent_threads,
+            "chatkit_configuration.history.recent_threads",
+            minimum=1,
+            maximum=MAX_JSON_INT,
+        )
+    if spec.workflow is not None:
+        check_type(spec.workflow, "workflow", Workflow, "a Workflow")
+    check_bool(
+        spec.automatic_thread_titling, "chatkit_configuration.automatic_thread_titling.enabled"
+    )
+
+
+def _file_upload_ok(limits: Any) -> bool:
+    """Whether ``limits`` passes :func:`_check_spec` (exact types only)."""
+    return (
+        type(limits) is FileUploadLimits
+        and type(limits.enabled) is bool
+        and type(limits.max_file_size) is int
+        and 1 <= limits.max_file_size <= MAX_FILE_SIZE_MB
+        and type(limits.max_files) is int
+        and 1 <= limits.max_files <= MAX_JSON_INT
+    )
+
+
+def _history_ok(limits: Any) -> bool:
+    """Whether ``limits`` passes :func:`_check_spec` (exact types only)."""
+    recent = limits.recent_threads if type(limits) is HistoryLimits else 0
+    return (
+        type(limits) is HistoryLimits
+        and type(limits.enabled) is bool
+        and (recent is None or (type(recent) is int and 1 <= recent <= MAX_JSON_INT))
+    )
+
+
+#: The spec of a session created without one: ChatKit's defaults (600 s, 10 a minute).
+DEFAULT_SPEC = SessionSpec()
+
+
+# Specs built from keywords that give at most a lifetime, a rate limit, upload and history
+# limits: each is built and validated once, then shared, so the keyword form costs about what
+# passing a spec does, and a million sessions created alike hold one spec, not a million. Keyed
+# by the limits' identity (each is alive as long as the spec that holds it is stored here) and
+# by exact ints (or None) only, so an equal True or 600.0 never finds the spec of 1 or 600.
+# Bounded: past the bound, specs are built per call. Lookups and inserts are thread-safe.
+_SHARED_SPECS: dict[tuple[int | None, int | None, int | None, int | None], SessionSpec] = {
+    (None, None, None, None): DEFAULT_SPEC
+}
+_MAX_SHARED_SPECS = 1024
+
+
+def keyword_spec(
+    expires_after_s: int | None,
+    max_requests_per_1_minute: int | None,
+    file_upload: FileUploadLimits | None,
+    history: HistoryLimits | None,
+    workflow: Workflow | None,
+    automatic_thread_titling: bool | None,
+    attributes: Mapping[str, Any] | None,
+    /,
+) -> SessionSpec:
+    """Return the spec ``create_session``'s keywords describe; ``None`` stands for a default.
+
+    Raises:
+        InvalidParameter: a value is of the wrong type or out of range.
+    """
+    if (
+        workflow is None
+        and automatic_thread_titling is None
+        and not attributes
+        and (expires_after_s is None or type(expires_after_s) is int)
+        and (max_requests_per_1_minute is None or type(max_requests_per_1_minute) is int)
+    ):
+        key = (
+            expires_after_s,
+            max_requests_per_1_minute,
+            None if file_upload is None else id(file_upload),
+            None if history is None else id(history),
+        )
+        shared = _SHARED_SPECS.get(key)
+        if shared is None:
+            shared = SessionSpec(
+                MAX_EXPIRES_AFTER_S if expires_after_s is None else expires_after_s,
+                10 if max_requests_per_1_minute is None else max_requests_per_1_minute,
+                _DEFAULT_FILE_UPLOAD if file_upload is None else file_upload,
+                _DEFAULT_HISTORY if history is None else history,
+            )
+            if len(_SHARED_SPECS) < _MAX_SHARED_SPECS:
+                _SHARED_SPECS[key] = shared
+        return shared
+    return SessionSpec(
+        MAX_EXPIRES_AFTER_S if expires_after_s is None else expires_after_s,
+        10 if max_requests_per_1_minute is None else max_requests_per_1_minute,
+        _DEFAULT_FILE_UPLOAD if file_upload is None else file_upload,
+        _DEFAULT_HISTORY if history is None else history,
+        workflow,
+        True if automatic_thread_titling is None else automatic_thread_titling,
+        attributes,
+    )
+
+
+def resolve_spec(spec: SessionSpec | None, options: SessionOptions) -> SessionSpec:
+    """Return the spec a ``create_session(user, spec, **options)`` call asks for.
+
+    ``spec`` as it is (validated when it was built), or the spec the keywords describe
+    (:func:`keyword_spec`; :data:`DEFAULT_SPEC` when there are none).
+
+    Raises:
+        TypeError: both a spec and keywords were given, or ``spec`` is not a ``SessionSpec``.
+        InvalidParameter: a keyword's value is of the wrong type or out of range.
+    """
+    if spec is None:
+        if not options:
+            return DEFAULT_SPEC
+        unknown = options.keys() - SessionOptions.__optional_keys__
+        if unknown:
+            raise TypeError(f"create_session() got unexpected keyword arguments {sorted(unknown)}")
+        return keyword_spec(
+            options.get("expires_after_s"),
+            options.get("max_requests_per_1_minute"),
+            options.get("file_upload"),
+            options.get("history"),
+            options.get("workflow"),
+            options.get("automatic_thread_titling"),
+            options.get("attributes"),
+        )
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise TypeError(
+            "create_session() takes a SessionSpec or its fields as keywords, not both "
+            f"(got spec and {', '.join(given)}); use dataclasses.replace(spec, ...)"
+        )
+    if not isinstance(spec, SessionSpec):
+        raise TypeError(f"spec must be a SessionSpec, not {type(spec).__name__}")
+    return spec

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,9 +26,8 @@ from hypothesis.stateful import (
 from ratekeeper import CapacityExceeded, Engine, ManualClock, SessionStatus
 from ratekeeper._engine import _session
 from ratekeeper._errors import InvalidParameter
-from ratekeeper._params import validate_limits
 from ratekeeper._secrets import session_id_for
-from ratekeeper._types import FileUploadLimits, HistoryLimits, Session
+from ratekeeper._types import FileUploadLimits, HistoryLimits, Session, SessionSpec
 from ratekeeper.redis import session_id_for as redis_session_id_for
 
 START = 1_700_000_000.0
@@ -137,10 +137,13 @@ def test_the_fast_session_builder_builds_what_the_constructor_builds(clock: Manu
         SessionStatus.ACTIVE,
         int(START) + 30,
         START,
-        7,
-        FileUploadLimits(enabled=True, max_files=3),
-        HistoryLimits(recent_threads=4),
-        {"workflow": {"id": "wf_1"}},
+        SessionSpec(
+            30,
+            7,
+            FileUploadLimits(enabled=True, max_files=3),
+            HistoryLimits(recent_threads=4),
+            attributes={"workflow": {"id": "wf_1"}},
+        ),
         made.client_secret,
     )
     assert made.client_secret is not None
@@ -173,11 +176,11 @@ def test_session_ids_derive_from_secrets_as_on_redis(clock: ManualClock) -> None
     ],
 )
 def test_the_validation_fast_path_lets_nothing_invalid_through(
-    file_upload: object, history: object
+    file_upload: Any, history: Any
 ) -> None:
     """Limits the full checks refuse are refused with the fast path in front of them."""
     with pytest.raises(InvalidParameter):
-        validate_limits("u", 600, 10, file_upload, history)
+        SessionSpec(600, 10, file_upload, history)
 
 
 @pytest.mark.parametrize(
@@ -185,9 +188,11 @@ def test_the_validation_fast_path_lets_nothing_invalid_through(
     [("", 600, 10), ("u" * 513, 600, 10), ("u", 601, 10), ("u", 0, 10), ("u", True, 10)],
 )
 def test_the_validation_fast_path_checks_scalars(user: str, expires: int, limit: int) -> None:
-    """Out-of-range or mistyped scalars still fail."""
+    """Out-of-range or mistyped scalars still fail, given as keywords or as a spec."""
     with pytest.raises(InvalidParameter):
-        validate_limits(user, expires, limit, FileUploadLimits(), HistoryLimits())
+        Engine().create_session(user, expires_after_s=expires, max_requests_per_1_minute=limit)
+    with pytest.raises(InvalidParameter):
+        Engine().create_session(user, SessionSpec(expires, limit))
 
 
 @dataclass

@@ -11,7 +11,7 @@ host, and the bytes are streamed into it, never held whole in memory.
 Images also get a ``preview_url``: the endpoint's preview route with a second token that
 only opens that image (an ``<img>`` cannot send an ``Authorization`` header).
 
-Both tokens are derived from the server's key (:class:`~ratekeeper._tokens.AttachmentTokens`)
+Both tokens are derived from the server's key (:class:`~ratekeeper.chatkit.AttachmentTokens`)
 and never stored: the stored metadata keeps the URLs without them, and they are put back
 whenever an attachment is handed to a client. A token of the random kind earlier versions
 stored in the URLs is refused for previews; such a pending upload may still be finished until

@@ -56,12 +56,8 @@ class ChatKitContext:
 
     @property
     def automatic_thread_titling(self) -> bool:
-        """The session's ``chatkit_configuration.automatic_thread_titling.enabled``.
-
-        The service keeps it in the session's ``attributes``; sessions created without it
-        (e.g. straight through :class:`~ratekeeper.Gate`) get ChatKit's default, ``True``.
-        """
-        return bool(self.session.attributes.get("automatic_thread_titling", True))
+        """The session's ``chatkit_configuration.automatic_thread_titling.enabled``."""
+        return self.session.spec.automatic_thread_titling
 
     def preview_url(self, attachment_id: str, token: str) -> str:
         """Return the URL an image attachment's preview is served from."""

@@ -56,7 +56,7 @@ def attachment_json(attachment: Attachment) -> dict[str, Any]:
 def attachment_from_json(stored: StoredAttachment, tokens: AttachmentTokens) -> Attachment:
     """Return the ChatKit ``Attachment`` kept in a stored attachment's data, tokens put back.
 
-    The stored URLs have no token (:class:`~ratekeeper._tokens.AttachmentTokens`); the one
+    The stored URLs have no token (:class:`~ratekeeper.chatkit.AttachmentTokens`); the one
     returned carries the upload and preview tokens ``tokens`` derives.
 
     Raises:

@@ -17,9 +17,8 @@ sweeper dies.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -30,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._clock import Clock
 from .._errors import BackendError, CapacityExceeded, InvalidParameter, SessionNotFound
-from .._params import validate_limits
+from .._params import check_user
 from .._secrets import new_client_secret, secret_digest, session_id_for
 from .._types import (
     Admission,
@@ -39,17 +38,18 @@ from .._types import (
     Decision,
     EngineStatistics,
     Expired,
-    FileUploadLimits,
-    HistoryLimits,
     Session,
+    SessionOptions,
+    SessionSpec,
     SessionStatus,
     UploadDecision,
     UploadReason,
+    resolve_spec,
 )
 from ._batch import PipelineBatcher, ScriptBatcher
 from ._circuit import Circuit
 from ._keys import SESSION_ID_PATTERN, KeySpace
-from ._replies import US, admitted_session, decision, snapshot, text
+from ._replies import US, admitted_session, decision, meta_json, snapshot, text
 from ._scripts import DRIVER_ERRORS, Client, ScriptRunner, wrap
 from ._sweep import SharedSweep
 
@@ -226,37 +226,27 @@ class RedisBackend:
     # -- creation ---------------------------------------------------------------------------
 
     async def create_session(
-        self,
-        user: str,
-        *,
-        expires_after_s: int = 600,
-        max_requests_per_1_minute: int = 10,
-        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
-        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
-        attributes: Mapping[str, Any] | None = None,
+        self, user: str, spec: SessionSpec | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
         """Create an active session and return it with its ``client_secret``.
 
-        As :meth:`Engine.create_session <ratekeeper.Engine.create_session>`;
-        ``attributes`` must be JSON-serializable here (they are stored as JSON).
+        As :meth:`Engine.create_session <ratekeeper.Engine.create_session>`; the spec's
+        ``attributes`` (and its workflow's ``state_variables``) must be JSON-serializable here
+        (they are stored as JSON).
 
         Raises:
-            InvalidParameter: a value is missing, of the wrong type or out of range.
+            InvalidParameter: ``user``, or a keyword, is of the wrong type or out of range;
+                or the attributes are not JSON.
+            TypeError: both ``spec`` and keywords were given.
             CapacityExceeded: ``max_sessions`` sessions are already active.
             BackendError: Redis failed.
         """
-        validate_limits(user, expires_after_s, max_requests_per_1_minute, file_upload, history)
-        attrs = dict(attributes) if attributes else {}
+        check_user(user)
+        # A SessionSpec was validated when it was built: only keywords are looked at here.
+        if options or type(spec) is not SessionSpec:
+            spec = resolve_spec(spec, options)
         try:
-            meta = json.dumps(
-                {
-                    "user": user,
-                    "fu": [file_upload.enabled, file_upload.max_file_size, file_upload.max_files],
-                    "h": [history.enabled, history.recent_threads],
-                    "a": attrs,
-                },
-                separators=(",", ":"),
-            )
+            meta = meta_json(user, spec)
         except (TypeError, ValueError) as exc:
             raise InvalidParameter(
                 "Invalid 'attributes': the Redis backend stores attributes as JSON.",
@@ -284,11 +274,11 @@ class RedisBackend:
                     digest,
                     sid,
                     meta,
-                    expires_after_s,
-                    max_requests_per_1_minute,
-                    int(file_upload.enabled),
-                    file_upload.max_file_size,
-                    file_upload.max_files,
+                    spec.expires_after_s,
+                    spec.max_requests_per_1_minute,
+                    int(spec.file_upload.enabled),
+                    spec.file_upload.max_file_size,
+                    spec.file_upload.max_files,
                     self._retention_us,
                     self._margin_ms,
                 ),
@@ -310,10 +300,7 @@ class RedisBackend:
             status=SessionStatus.ACTIVE,
             expires_at=int(expires_at),
             created_at=int(created_us) / US,
-            max_requests_per_1_minute=max_requests_per_1_minute,
-            file_upload=file_upload,
-            history=history,
-            attributes=attrs,
+            spec=spec,
             client_secret=secret,
         )
 

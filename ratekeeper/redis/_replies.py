@@ -1,4 +1,4 @@
-"""Script replies turned into the package's values."""
+"""Script replies turned into the package's values, and a session's stored JSON (``meta``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from .._types import (
     HistoryLimits,
     Reason,
     Session,
+    SessionSpec,
     SessionStatus,
+    Workflow,
 )
 from .._window import unknown_decision
 
@@ -61,19 +63,72 @@ def text(value: bytes | str) -> str:
     return value if isinstance(value, str) else value.decode()
 
 
+def meta_json(user: str, spec: SessionSpec) -> str:
+    """Return the JSON a session's hash keeps as ``m``: its user and what :func:`snapshot` needs
+    to rebuild its spec (the lifetime is ``expires_at`` less the creation's whole second).
+
+    Raises:
+        TypeError, ValueError: the attributes (or the workflow's variables) are not JSON.
+    """
+    upload = spec.file_upload
+    history = spec.history
+    workflow = spec.workflow
+    return json.dumps(
+        {
+            "user": user,
+            "fu": [upload.enabled, upload.max_file_size, upload.max_files],
+            "h": [history.enabled, history.recent_threads],
+            "a": spec.attributes or {},
+            "w": None
+            if workflow is None
+            else [
+                workflow.id,
+                workflow.version,
+                None if workflow.state_variables is None else dict(workflow.state_variables),
+                workflow.tracing_enabled,
+            ],
+            "t": spec.automatic_thread_titling,
+        },
+        separators=(",", ":"),
+    )
+
+
 def snapshot(
     sid: str, status: bytes | str, expires_at: Any, created_us: Any, meta: bytes | str, limit: Any
 ) -> Session:
     """Build a :class:`Session` from the fields the scripts return (never with its secret)."""
     data = json.loads(meta)
+    expires = int(expires_at)
+    created = int(created_us)
+    attributes = data["a"]
+    workflow = data.get("w")
+    titling = data.get("t")
+    if titling is None:
+        # Written by ratekeeper before SessionSpec, whose service kept the workflow and the
+        # titling in the attributes. Such sessions are gone an hour (the retention) after an
+        # upgrade; this branch can go a release later.
+        titling = attributes.pop("automatic_thread_titling", True)
+        old = attributes.pop("workflow", None)
+        if old is not None:
+            workflow = [
+                old["id"],
+                old["version"],
+                old["state_variables"],
+                old["tracing"]["enabled"],
+            ]
     return Session(
-        id=sid,
-        user=data["user"],
-        status=SessionStatus(text(status)),
-        expires_at=int(expires_at),
-        created_at=int(created_us) / US,
-        max_requests_per_1_minute=int(limit),
-        file_upload=FileUploadLimits(*data["fu"]),
-        history=HistoryLimits(*data["h"]),
-        attributes=data["a"],
+        sid,
+        data["user"],
+        SessionStatus(text(status)),
+        expires,
+        created / US,
+        SessionSpec(
+            expires - created // US,
+            int(limit),
+            FileUploadLimits(*data["fu"]),
+            HistoryLimits(*data["h"]),
+            None if workflow is None else Workflow(*workflow),
+            titling,
+            attributes,
+        ),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 
@@ -21,7 +21,7 @@ from .._ratelimit_headers import (
     fail_open_verdict,
     verdict_for,
 )
-from .._types import INFINITY, Decision, Reason, Session
+from .._types import INFINITY, Decision, Reason, Session, SessionOptions, SessionSpec
 from ._dev_requests import note
 
 #: The ``outcome`` values a fault may have.
@@ -290,9 +290,11 @@ class DevGate(Gate):
         note(decision.session_id, decision.reason)
         return decision
 
-    async def create_session(self, user: str, **options: Any) -> Session:
+    async def create_session(
+        self, user: str, spec: SessionSpec | None = None, **options: Unpack[SessionOptions]
+    ) -> Session:
         """Like :meth:`Gate.create_session <ratekeeper.Gate.create_session>`; logged."""
-        session = await super().create_session(user, **options)
+        session = await super().create_session(user, spec, **options)
         note(session.id, None)
         return session
 

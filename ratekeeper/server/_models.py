@@ -11,8 +11,9 @@ and message), in the order the checks have always run: unknown names first (ever
 top-level name at once, with a hint for the fields of OpenAI's stale curl example), then
 missing ones, then each field in schema order.
 
-pydantic stays at this edge: the engine receives plain values (``FileUploadLimits``,
-``HistoryLimits``, ints and strings), and validates them again with its own rules.
+pydantic stays at this edge: a valid body becomes one
+:class:`~ratekeeper.SessionSpec` (:meth:`CreateSessionRequest.to_spec`), which the gate,
+the backend and the engine take as it is.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from .. import _types as types
 from .._errors import InvalidParameter
 from .._params import MAX_EXPIRES_AFTER_S, MAX_FILE_SIZE_MB, MAX_JSON_INT, type_name
-from .._types import FileUploadLimits, HistoryLimits
+from .._types import DEFAULT_SPEC, FileUploadLimits, HistoryLimits, SessionSpec
 
 #: ``workflow.state_variables`` may hold at most this many entries ...
 MAX_STATE_VARIABLES = 64
@@ -84,14 +86,14 @@ class Workflow(_Strict):
 
     _no_null = field_validator("version", "state_variables", mode="before")(_not_null)
 
-    def to_json(self) -> dict[str, Any]:
-        """Return the ``ChatkitWorkflow`` object of the REST schema, defaults resolved."""
-        return {
-            "id": self.id,
-            "version": self.version,
-            "state_variables": None if self.state_variables is None else dict(self.state_variables),
-            "tracing": {"enabled": self.tracing.enabled},
-        }
+    def to_spec(self) -> types.Workflow:
+        """Return the session's :class:`~ratekeeper.Workflow`, defaults resolved."""
+        return types.Workflow(
+            self.id,
+            self.version,
+            None if self.state_variables is None else dict(self.state_variables),
+            self.tracing.enabled,
+        )
 
 
 class ExpiresAfter(_Strict):
@@ -138,12 +140,8 @@ class Configuration(_Strict):
     history: History = History()
 
 
-_DEFAULT_FILE_UPLOAD = FileUploadLimits()
-_DEFAULT_HISTORY = HistoryLimits()
-
-
 class CreateSessionRequest(_Strict):
-    """A valid ``CreateChatSessionBody``; the properties resolve what the engine takes.
+    """A valid ``CreateChatSessionBody``; :meth:`to_spec` resolves what the gate takes.
 
     Field order is the order of the checks (``user`` and ``workflow`` first).
     """
@@ -156,36 +154,24 @@ class CreateSessionRequest(_Strict):
 
     _no_null = field_validator("expires_after", mode="before")(_not_null)
 
-    @property
-    def expires_after_s(self) -> int:
-        """``expires_after.seconds`` (default 600)."""
-        return MAX_EXPIRES_AFTER_S if self.expires_after is None else self.expires_after.seconds
-
-    @property
-    def max_requests_per_1_minute(self) -> int:
-        """``rate_limits.max_requests_per_1_minute`` (default 10)."""
-        return self.rate_limits.max_requests_per_1_minute
-
-    @property
-    def automatic_thread_titling(self) -> bool:
-        """``chatkit_configuration.automatic_thread_titling.enabled`` (default true)."""
-        return self.chatkit_configuration.automatic_thread_titling.enabled
-
-    @property
-    def file_upload(self) -> FileUploadLimits:
-        """``chatkit_configuration.file_upload``, resolved."""
-        upload = self.chatkit_configuration.file_upload
-        if not upload.model_fields_set:
-            return _DEFAULT_FILE_UPLOAD
-        return FileUploadLimits(upload.enabled, upload.max_file_size, upload.max_files)
-
-    @property
-    def history(self) -> HistoryLimits:
-        """``chatkit_configuration.history``, resolved."""
-        history = self.chatkit_configuration.history
-        if not history.model_fields_set:
-            return _DEFAULT_HISTORY
-        return HistoryLimits(history.enabled, history.recent_threads)
+    def to_spec(self) -> SessionSpec:
+        """Return the :class:`~ratekeeper.SessionSpec` the body asks for, every default
+        resolved (``expires_after.seconds`` 600, ``max_requests_per_1_minute`` 10...)."""
+        configuration = self.chatkit_configuration
+        upload = configuration.file_upload
+        history = configuration.history
+        return SessionSpec(
+            MAX_EXPIRES_AFTER_S if self.expires_after is None else self.expires_after.seconds,
+            self.rate_limits.max_requests_per_1_minute,
+            FileUploadLimits(upload.enabled, upload.max_file_size, upload.max_files)
+            if upload.model_fields_set
+            else DEFAULT_SPEC.file_upload,
+            HistoryLimits(history.enabled, history.recent_threads)
+            if history.model_fields_set
+            else DEFAULT_SPEC.history,
+            self.workflow.to_spec(),
+            configuration.automatic_thread_titling.enabled,
+        )
 
 
 _validate = CreateSessionRequest.__pydantic_validator__.validate_python

@@ -1,9 +1,9 @@
 """``POST /v1/chatkit/sessions`` and ``POST /v1/chatkit/sessions/{session_id}/cancel``.
 
 Sessions are created, read and cancelled only through the :class:`~ratekeeper.Gate`, so
-its metrics and its expiry sweeper see every one. The ChatKit-only parts of a session (the
-workflow and ``automatic_thread_titling``) travel in the session's ``attributes``, from which
-the full ``chatkit.session`` object is rebuilt on cancel.
+its metrics and its expiry sweeper see every one. A body becomes one
+:class:`~ratekeeper.SessionSpec`, workflow and ``automatic_thread_titling`` included,
+from which the full ``chatkit.session`` object is rebuilt on cancel.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from starlette.responses import Response
 
 from .._http_errors import ApiError
 from .._json_body import read_json_body
-from .._types import Session
-from ._models import CreateSessionRequest, parse_create_session
+from .._types import Session, Workflow
+from ._models import parse_create_session
 from ._responses import json_response
 from ._service_context import ServiceContext
 
@@ -24,11 +24,19 @@ from ._service_context import ServiceContext
 REDACTED_SECRET = "ek_redacted"  # noqa: S105 - a placeholder, not a secret
 
 
-def session_attributes(request: CreateSessionRequest) -> dict[str, Any]:
-    """Return the JSON-able ``attributes`` stored with a session created from ``request``."""
+#: ``workflow`` of a session created without one (straight through the gate).
+_NO_WORKFLOW = Workflow("")
+
+
+def workflow_json(workflow: Workflow | None) -> dict[str, Any]:
+    """Return the ``ChatkitWorkflow`` object of the REST schema for ``workflow``."""
+    workflow = workflow or _NO_WORKFLOW
+    variables = workflow.state_variables
     return {
-        "workflow": request.workflow.to_json(),
-        "automatic_thread_titling": request.automatic_thread_titling,
+        "id": workflow.id,
+        "version": workflow.version,
+        "state_variables": None if variables is None else dict(variables),
+        "tracing": {"enabled": workflow.tracing_enabled},
     }
 
 
@@ -38,30 +46,22 @@ def session_json(session: Session) -> dict[str, Any]:
     The secret is shown only on the value returned by creation; afterwards only its hash
     exists, and :data:`REDACTED_SECRET` stands in.
     """
-    attributes = session.attributes
-    workflow = attributes.get("workflow") or {
-        "id": "",
-        "version": None,
-        "state_variables": None,
-        "tracing": {"enabled": True},
-    }
-    limit = session.max_requests_per_1_minute
-    upload = session.file_upload
-    history = session.history
+    spec = session.spec
+    limit = spec.max_requests_per_1_minute
+    upload = spec.file_upload
+    history = spec.history
     return {
         "id": session.id,
         "object": "chatkit.session",
         "expires_at": session.expires_at,
         "client_secret": session.client_secret or REDACTED_SECRET,
-        "workflow": workflow,
+        "workflow": workflow_json(spec.workflow),
         "user": session.user,
         "rate_limits": {"max_requests_per_1_minute": limit},
         "max_requests_per_1_minute": limit,
         "status": session.status.value,
         "chatkit_configuration": {
-            "automatic_thread_titling": {
-                "enabled": bool(attributes.get("automatic_thread_titling", True))
-            },
+            "automatic_thread_titling": {"enabled": spec.automatic_thread_titling},
             "file_upload": {
                 "enabled": upload.enabled,
                 "max_file_size": upload.max_file_size,
@@ -77,14 +77,7 @@ async def create_session(request: Request) -> Response:
     ctx = ServiceContext.of(request)
     ctx.authorize(request)
     parsed = parse_create_session(await read_json_body(request, ctx.settings.max_body_bytes))
-    session = await ctx.gate.create_session(
-        parsed.user,
-        expires_after_s=parsed.expires_after_s,
-        max_requests_per_1_minute=parsed.max_requests_per_1_minute,
-        file_upload=parsed.file_upload,
-        history=parsed.history,
-        attributes=session_attributes(parsed),
-    )
+    session = await ctx.gate.create_session(parsed.user, parsed.to_spec())
     return json_response(session_json(session))
 
 

@@ -21,9 +21,9 @@ import pytest
 from ratekeeper import (
     Engine,
     FileUploadLimits,
-    HistoryLimits,
     ManualClock,
     MemoryBackend,
+    SessionSpec,
     SessionStatus,
 )
 from ratekeeper import Session as GateSession
@@ -186,23 +186,20 @@ def clocked_protocol(clocked: Live) -> Iterator[Protocol]:
 # -- conversation stores, for the tests that call the ChatKit stores directly -----------------
 
 
-def context(user: str = "alice", **attributes: Any) -> ChatKitContext:
+def context(user: str = "alice", **options: Any) -> ChatKitContext:
     """The context the endpoint would build for a request of ``user``'s session.
 
-    Uploads are enabled; ``history`` and any other keyword (a session attribute, such as
-    ``automatic_thread_titling``) are the session's.
+    Uploads are enabled; ``history``, ``automatic_thread_titling`` and any other
+    :class:`SessionSpec` field given are the session's.
     """
-    history = attributes.pop("history", HistoryLimits())
+    spec = SessionSpec(**{"file_upload": FileUploadLimits(enabled=True), **options})
     session = GateSession(
         id=f"cksess_{user}",
         user=user,
         status=SessionStatus.ACTIVE,
         expires_at=2_000_000_000,
         created_at=1_700_000_000.0,
-        max_requests_per_1_minute=10,
-        file_upload=FileUploadLimits(enabled=True),
-        history=history,
-        attributes=attributes,
+        spec=spec,
     )
     return ChatKitContext(session)
 

@@ -12,7 +12,9 @@ from ratekeeper import (
     InvalidParameter,
     Reason,
     SessionNotFound,
+    SessionSpec,
     SessionStatus,
+    Workflow,
 )
 
 from .conftest import START, Harness, HarnessFactory
@@ -49,6 +51,40 @@ def test_options_and_attributes_round_trip(harness: Harness) -> None:
     assert read.client_secret is None
     assert read.attributes == {"workflow": {"id": "wf_1", "version": None}, "n": 1.5}
     assert read.expires_at == int(START) + 30
+
+
+def test_a_spec_round_trips_whole(harness: Harness) -> None:
+    """A SessionSpec, workflow and titling included, is what ``get`` and ``admit_session`` read."""
+    spec = SessionSpec(
+        30,
+        5,
+        FileUploadLimits(True, 8, 2),
+        HistoryLimits(False, 3),
+        Workflow("wf_1", "2", {"s": "x", "i": 1, "f": 1.5, "b": True}, tracing_enabled=False),
+        automatic_thread_titling=False,
+        attributes={"n": 1.5},
+    )
+    created = harness.call(harness.backend.create_session, "u_2", spec)
+    assert created.spec is spec
+    read = harness.call(harness.backend.get, created.id)
+    assert read == created
+    assert read.spec == spec
+    _, admitted = harness.call(harness.backend.admit_session, created.client_secret)
+    assert admitted is not None
+    assert admitted.spec == spec
+
+
+def test_keywords_and_a_spec_create_the_same_session(harness: Harness) -> None:
+    """The keyword form stands for the spec it describes; mixing the two is refused."""
+    by_keywords = harness.create("u", expires_after_s=30, max_requests_per_1_minute=5)
+    by_spec = harness.call(harness.backend.create_session, "u", SessionSpec(30, 5))
+    assert by_keywords.spec == by_spec.spec == SessionSpec(30, 5)
+    assert harness.create("u").spec == SessionSpec()
+    with pytest.raises(TypeError, match="not both"):
+        harness.call(harness.backend.create_session, "u", SessionSpec(), expires_after_s=30)
+    with pytest.raises(TypeError, match="SessionSpec"):
+        harness.call(harness.backend.create_session, "u", 30)
+    assert harness.call(harness.backend.statistics).active == 3
 
 
 def test_expires_at_floors_the_creation_time(make_harness: HarnessFactory) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Unpack
 
 import pytest
 
@@ -15,9 +14,9 @@ from ratekeeper._types import (
     Decision,
     EngineStatistics,
     Expired,
-    FileUploadLimits,
-    HistoryLimits,
     Session,
+    SessionOptions,
+    SessionSpec,
     UploadDecision,
 )
 
@@ -65,24 +64,10 @@ class FailingBackend:
                 raise BackendError("backend unreachable") from exc
 
     async def create_session(
-        self,
-        user: str,
-        *,
-        expires_after_s: int = 600,
-        max_requests_per_1_minute: int = 10,
-        file_upload: FileUploadLimits = FileUploadLimits(),  # noqa: B008 - frozen value
-        history: HistoryLimits = HistoryLimits(),  # noqa: B008 - frozen value
-        attributes: Mapping[str, Any] | None = None,
+        self, user: str, spec: SessionSpec | None = None, **options: Unpack[SessionOptions]
     ) -> Session:
         self._maybe_fail()
-        return self.engine.create_session(
-            user,
-            expires_after_s=expires_after_s,
-            max_requests_per_1_minute=max_requests_per_1_minute,
-            file_upload=file_upload,
-            history=history,
-            attributes=attributes,
-        )
+        return self.engine.create_session(user, spec, **options)
 
     async def admit(self, client_secret: str) -> Decision:
         self._maybe_fail()

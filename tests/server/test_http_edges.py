@@ -295,7 +295,7 @@ class _FailingBackend(MemoryBackend):
         super().__init__(Engine(ManualClock()))
         self.error = error
 
-    async def create_session(self, user: str, **options: Any) -> Session:
+    async def create_session(self, user: str, *args: Any, **options: Any) -> Session:
         raise self.error
 
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from ratekeeper._errors import InvalidParameter
-from ratekeeper._types import FileUploadLimits, HistoryLimits
+from ratekeeper._types import FileUploadLimits, HistoryLimits, SessionSpec, Workflow
 from ratekeeper.server._models import parse_create_session
+from ratekeeper.server._sessions import workflow_json
 
 WF = {"id": "wf_1"}
 
@@ -164,26 +165,29 @@ def test_a_full_body_resolves_every_field() -> None:
     }
     parsed = parse_create_session(json.dumps(body).encode())
     assert parsed.user == "u_1"
-    assert parsed.workflow.to_json() == body["workflow"]
-    state = parsed.workflow.to_json()["state_variables"]
+    spec = parsed.to_spec()
+    assert workflow_json(spec.workflow) == body["workflow"]
+    state = workflow_json(spec.workflow)["state_variables"]
     assert [type(value) for value in state.values()] == [str, int, float, bool]
-    assert (parsed.expires_after_s, parsed.max_requests_per_1_minute) == (120, 30)
-    assert parsed.automatic_thread_titling is False
-    assert parsed.file_upload == FileUploadLimits(enabled=True, max_file_size=512, max_files=3)
-    assert parsed.history == HistoryLimits(enabled=True, recent_threads=5)
+    assert (spec.expires_after_s, spec.max_requests_per_1_minute) == (120, 30)
+    assert spec.automatic_thread_titling is False
+    assert spec.file_upload == FileUploadLimits(enabled=True, max_file_size=512, max_files=3)
+    assert spec.history == HistoryLimits(enabled=True, recent_threads=5)
 
 
 def test_a_minimal_body_gets_the_documented_defaults() -> None:
     parsed = parse_create_session(b'{"user": "u", "workflow": {"id": "wf"}}')
-    assert parsed.workflow.to_json() == {
+    spec = parsed.to_spec()
+    assert workflow_json(spec.workflow) == {
         "id": "wf",
         "version": None,
         "state_variables": None,
         "tracing": {"enabled": True},
     }
-    assert (parsed.expires_after_s, parsed.max_requests_per_1_minute) == (600, 10)
-    assert parsed.automatic_thread_titling is True
-    assert (parsed.file_upload, parsed.history) == (FileUploadLimits(), HistoryLimits())
+    assert (spec.expires_after_s, spec.max_requests_per_1_minute) == (600, 10)
+    assert spec.automatic_thread_titling is True
+    assert (spec.file_upload, spec.history) == (FileUploadLimits(), HistoryLimits())
+    assert spec == SessionSpec(workflow=Workflow("wf"))
 
 
 def test_pydantic_stays_at_the_edge() -> None:
