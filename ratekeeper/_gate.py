@@ -326,14 +326,8 @@ class Gate:
         self.metrics.sessions_created.inc()
         # Id and user only: the secret on this value must never reach a log.
         _logger.debug("ratekeeper: session %s created for user %s", session.id, session.user)
-        wake = self._wake
-        if wake is not None:
-            # Seconds left, from the backend's own readings; loop time runs at the same rate.
-            due = anyio.current_time() + max(0.0, session.expires_at - session.created_at)
-            if due < self._wake_at:
-                wake.set()
-        elif self._sweeping:
-            self._recheck = True
+        # Seconds left, from the backend's own readings.
+        self._sweeper.deadline_made(session.expires_at - session.created_at)
         return session
 
     async def cancel(self, session_id: str) -> Session:
@@ -451,29 +445,6 @@ class Gate:
     def poll_interval_s(self) -> float:
         """The longest the sweeper sleeps."""
         return self._sweeper.poll_interval_s
-
-    # create_session tells the sweeper of a new deadline through these four (the sweeper's
-    # own state: its wake-up event and time, whether it runs, and its recheck flag).
-
-    @property
-    def _wake(self) -> anyio.Event | None:
-        return self._sweeper.wake
-
-    @property
-    def _wake_at(self) -> float:
-        return self._sweeper.wake_at
-
-    @property
-    def _sweeping(self) -> bool:
-        return self._sweeper.running
-
-    @property
-    def _recheck(self) -> bool:
-        return self._sweeper.recheck
-
-    @_recheck.setter
-    def _recheck(self, value: bool) -> None:
-        self._sweeper.recheck = value
 
     async def __aenter__(self) -> Gate:
         """Start the sweeper in a task group that lives as long as the ``async with`` block.

@@ -141,12 +141,26 @@ class Sweeper:
     async def sweep_now(self) -> int:
         """Flip every session due now, then wake the sweeper; see ``Gate.sweep_now``."""
         flipped = await self.sweep_due()
+        self._wake_up()
+        return flipped
+
+    def deadline_made(self, expires_in_s: float) -> None:
+        """A session was created that falls due in ``expires_in_s``: wake the sweeper if that
+        is before it means to wake (or, mid-sweep, make it look again before sleeping)."""
+        wake = self.wake
+        if wake is not None:
+            # Loop time runs at the rate of the backend's clocks.
+            if anyio.current_time() + max(0.0, expires_in_s) < self.wake_at:
+                wake.set()
+        elif self.running:
+            self.recheck = True
+
+    def _wake_up(self) -> None:
         wake = self.wake
         if wake is not None:
             wake.set()
         elif self.running:
             self.recheck = True
-        return flipped
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """Flip due sessions until cancelled; see ``Gate.run_sweeper``.

@@ -176,7 +176,7 @@ async def test_entering_a_gate_whose_sweeper_runs_raises_runtime_error_unwrapped
         with pytest.raises(RuntimeError, match="already running"):
             async with gate:
                 pass
-        assert gate._sweeping  # the first sweeper is untouched
+        assert gate._sweeper.running  # the first sweeper is untouched
 
 
 async def test_sync_and_async_callbacks_both_run(engine: Engine) -> None:
