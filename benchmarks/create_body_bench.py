@@ -12,13 +12,13 @@ Run: ``.venv/bin/python benchmarks/create_body_bench.py --baseline-src /work/bas
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from _baseline import load_baseline_module
 
 from ratekeeper.server._models import parse_create_session
 
@@ -45,14 +45,7 @@ FULL = json.dumps(
 
 def baseline_parser(src: str) -> Callable[[bytes], Any]:
     """The baseline's body parsing: its ``parse_json`` then its ``parse_create_session``."""
-    name = "ratekeeper.server._baseline_validation"
-    spec = importlib.util.spec_from_file_location(name, f"{src}/ratekeeper/server/validation.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "ratekeeper.server"
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    module = load_baseline_module(src, "ratekeeper/server/validation.py")
     parse_json = module.parse_json
     parse = module.parse_create_session
     return lambda raw: parse(parse_json(raw))

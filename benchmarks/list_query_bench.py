@@ -13,13 +13,12 @@ Run: ``.venv/bin/python benchmarks/list_query_bench.py --baseline-src /tmp/base`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from _baseline import load_baseline_module
 from starlette.datastructures import QueryParams
 
 from ratekeeper.server._queries import parse_list_query, parse_thread_list_query
@@ -34,14 +33,7 @@ Parser = Callable[[Mapping[str, str], bool], Any]
 
 def baseline_parser(src: str) -> Parser:
     """The baseline's hand-written ``parse_list_query``."""
-    name = "ratekeeper.server._baseline_validation"
-    spec = importlib.util.spec_from_file_location(name, f"{src}/ratekeeper/server/validation.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = "ratekeeper.server"
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    module = load_baseline_module(src, "ratekeeper/server/validation.py")
     parse = module.parse_list_query
     return lambda params, with_user: parse(params, with_user=with_user)
 
