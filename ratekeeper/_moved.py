@@ -33,8 +33,15 @@ class _MovedModule(ModuleType):
             # path is a plain module with none of them.
             raise AttributeError(name)
         new, facade = self._ratekeeper_new, self._ratekeeper_facade
-        value = getattr(importlib.import_module(new), name)
         public = name in getattr(sys.modules.get(facade), "__all__", ())
+        try:
+            value = getattr(importlib.import_module(new), name)
+        except AttributeError:
+            if not public:
+                raise
+            # A public name that has since moved on to another private module (``ApiError``
+            # left ``server.responses``): its facade has it.
+            value = getattr(sys.modules[facade], name)
         advice = f"import {name} from {facade}" if public else f"{name} is not public API"
         warnings.warn(
             f"{self.__name__} became private ({new}); this path goes away in the release "

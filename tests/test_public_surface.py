@@ -192,6 +192,15 @@ def test_old_module_paths_still_import_and_warn(old: str, expected: tuple[str, s
     assert value is getattr(_facade(facade), name)
 
 
+def test_a_public_name_that_moved_on_is_found_through_its_old_path() -> None:
+    """``ApiError`` was in ``server/responses.py`` and now lives elsewhere; its facade has it."""
+    module = importlib.import_module("ratekeeper.server.responses")
+    with pytest.warns(DeprecationWarning, match="import ApiError from ratekeeper.server"):
+        value = module.ApiError
+    assert value is _facade("ratekeeper.server").ApiError
+    assert not hasattr(importlib.import_module("ratekeeper.server._responses"), "ApiError")
+
+
 def test_private_helpers_through_old_paths_say_they_are_not_public() -> None:
     module = importlib.import_module("ratekeeper.window")
     with pytest.warns(DeprecationWarning, match="decide is not public API"):
