@@ -87,10 +87,13 @@ class _Record:
     spec: SessionSpec
 
 
-# A Session built by setting its slots directly: the frozen dataclass's __init__ sets each of
-# its seven fields through object.__setattr__ and costs twice as much, and every create, get and
-# sweep report builds one (benchmarks/test_engine_bench.py). The field list is checked here, so
-# a field added to Session fails at import rather than leaving a slot unset.
+# A Session snapshot is built as a _SessionDraft (Session's slot layout, without the frozen
+# dataclass's __setattr__), filled by plain attribute stores, and then made a Session by
+# assigning its __class__, which CPython allows between classes of one slot layout. Every
+# create, get and sweep report builds one: the frozen __init__ sets each field through
+# object.__setattr__, and setting the slots through their descriptors costs 470 ns; this,
+# 170 ns (benchmarks/test_engine_bench.py). The field list is checked at import, so a field
+# added to Session fails here rather than leaving a slot unset.
 _SESSION_FIELDS = (
     "id",
     "user",
@@ -102,6 +105,28 @@ _SESSION_FIELDS = (
 )
 if tuple(f.name for f in fields(Session)) != _SESSION_FIELDS:  # pragma: no cover - a guard
     raise ImportError("ratekeeper._engine: Session's fields changed; update _session()")
+_new_object = object.__new__
+
+
+class _SessionDraft:
+    __slots__ = _SESSION_FIELDS
+
+
+def _session(record: _Record, status: SessionStatus, secret: str | None) -> Session:
+    """Return the snapshot of ``record`` with ``status`` (equal to what ``Session(...)`` builds)."""
+    draft: Any = _SessionDraft()
+    draft.id = record.id
+    draft.user = record.user
+    draft.status = status
+    draft.expires_at = record.expires_at
+    draft.created_at = record.created_at
+    draft.spec = record.spec
+    draft.client_secret = secret
+    draft.__class__ = Session
+    session: Session = draft
+    return session
+
+
 (
     _set_id,
     _set_user,
@@ -111,11 +136,11 @@ if tuple(f.name for f in fields(Session)) != _SESSION_FIELDS:  # pragma: no cove
     _set_spec,
     _set_client_secret,
 ) = (getattr(Session, name).__set__ for name in _SESSION_FIELDS)
-_new_object = object.__new__
 
 
-def _session(record: _Record, status: SessionStatus, secret: str | None) -> Session:
-    """Return the snapshot of ``record`` with ``status`` (equal to what ``Session(...)`` builds)."""
+def _session_by_slots(record: _Record, status: SessionStatus, secret: str | None) -> Session:
+    """:func:`_session` through Session's slot descriptors, where ``__class__`` assignment is
+    refused (an interpreter other than CPython, or a Session whose layout changed)."""
     session: Session = _new_object(Session)
     _set_id(session, record.id)
     _set_user(session, record.user)
@@ -125,6 +150,19 @@ def _session(record: _Record, status: SessionStatus, secret: str | None) -> Sess
     _set_spec(session, record.spec)
     _set_client_secret(session, secret)
     return session
+
+
+def _drafts_become_sessions() -> bool:
+    draft: Any = _SessionDraft()
+    try:
+        draft.__class__ = Session
+    except TypeError:  # pragma: no cover - CPython allows it for this layout
+        return False
+    return type(draft) is Session
+
+
+if not _drafts_become_sessions():  # pragma: no cover - see _session_by_slots
+    _session = _session_by_slots
 
 
 class _Bucket:

@@ -221,3 +221,21 @@ def test_public_names() -> None:
     assert len(set(ratekeeper.__all__)) == len(ratekeeper.__all__)
     for name in ratekeeper.__all__:
         assert hasattr(ratekeeper, name), name
+
+
+def test_a_snapshot_is_a_frozen_session_whichever_way_it_is_built(engine: Engine) -> None:
+    """The fast snapshot (a draft whose class becomes Session) equals the one built through
+    Session's slot descriptors, the fallback where ``__class__`` assignment is refused."""
+    from ratekeeper._engine import _session, _session_by_slots
+
+    made = engine.create_session("u", expires_after_s=30)
+    record = engine._by_id[made.id]
+    fast = _session(record, SessionStatus.ACTIVE, made.client_secret)
+    slow = _session_by_slots(record, SessionStatus.ACTIVE, made.client_secret)
+    assert type(fast) is type(slow) is ratekeeper.Session
+    assert fast == slow == made
+    assert hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow)
+    assert dataclasses.asdict(fast) == dataclasses.asdict(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.user = "someone else"  # type: ignore[misc]  # frozen: the point of the test
