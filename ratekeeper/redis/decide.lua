@@ -1,4 +1,4 @@
--- The decision rule's only twin (ratekeeper/window.py `decide`): one admission, atomically.
+-- The decision rule's only twin (ratekeeper/_window.py `decide`): one admission, atomically.
 -- Prepended (after common.lua) to admit.lua and admit_many.lua, which only differ in how many
 -- admissions one call makes.
 -- Reply: one string, parsed by ratekeeper/redis/_replies.py `decision`:
