@@ -13,8 +13,13 @@ from chatkit.server import ChatKitServer
 from chatkit.types import ThreadMetadata, ThreadStreamEvent, UserMessageItem
 from starlette.applications import Starlette
 
-from ratekeeper.chatkit import ChatKitAttachmentStore, ChatKitContext, ChatKitStore
-from ratekeeper.chatkit._responder import EchoChatKitServer, echo_text
+from ratekeeper.chatkit import (
+    ChatKitAttachmentStore,
+    ChatKitContext,
+    ChatKitStore,
+    EchoChatKitServer,
+    echo_text,
+)
 from ratekeeper.server import ServerSettings, create_app
 
 
