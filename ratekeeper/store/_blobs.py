@@ -169,7 +169,15 @@ class FileBlobs:
             file.close()
 
     async def purge(self, run: Run, cutoff: int, batch: int) -> None:
-        """Nothing to do: files go with their rows."""
+        """Remove the temporary files of uploads abandoned before ``cutoff``.
+
+        Files of stored bytes go with their rows; an upload cleans up its own temporary file
+        however it ends, unless its process died first. Such a ``.upload-*.part`` file is
+        removed once it was last written before ``cutoff`` (an hour ago). A running upload
+        writes a block every 256 KiB; one that sent less than that in an hour loses its file
+        and fails rather than keeping a stale one forever.
+        """
+        await self._io(_remove_part_files, self.directory, cutoff)
 
 
 class ChunkBlobs:
@@ -285,6 +293,14 @@ class ChunkBlobs:
         statement = delete(attachment_chunks).where(key.in_(orphans))
         while await run(lambda conn: conn.execute(statement).rowcount, write=True) >= batch:
             pass
+
+
+def _remove_part_files(directory: Path, cutoff: int) -> None:
+    """Unlink the ``.upload-*.part`` files in ``directory`` last modified before ``cutoff``."""
+    for part in directory.glob(".upload-*.part"):
+        with contextlib.suppress(FileNotFoundError):  # its upload finished meanwhile
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
 
 
 def _scalar(query: Any, conn: Connection) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -528,3 +529,35 @@ def test_a_password_in_the_query_string_is_hidden_too() -> None:
         asyncio.run(store.open())
     assert "querysecret" not in str(caught.value)
     asyncio.run(store.aclose())
+
+
+async def test_sqlite_purge_removes_temporary_files_of_abandoned_uploads(
+    sqlite_backing: Backing,
+) -> None:
+    """A ``.upload-*.part`` file left by a process that died mid-upload goes after an hour."""
+    assert sqlite_backing.path is not None
+    clock = ManualClock(START)
+    store = await sqlite_backing.make(clock)
+    await store.save_attachment(pending("atc_1"))
+    await store.write_attachment_bytes("atc_1", stream([b"kept"]), max_bytes=100)
+    directory = sqlite_backing.path.with_name(sqlite_backing.path.name + ".attachments")
+    stored = directory / hashlib.sha256(b"atc_1").hexdigest()
+    # What a killed process leaves: one file written at NOW, one written half an hour later.
+    old = directory / ".upload-dead.part"
+    recent = directory / ".upload-slow.part"
+    for part, written in ((old, NOW), (recent, NOW + 1800)):
+        part.write_bytes(b"partial")
+        os.utime(part, (written, written))
+    os.utime(stored, (NOW - 86400, NOW - 86400))  # stored bytes are never taken, however old
+    clock.advance(3600)
+    await store.purge()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [stored.name, old.name, recent.name]
+    )
+    clock.advance(1)
+    await store.purge()
+    assert sorted(p.name for p in directory.iterdir()) == sorted([stored.name, recent.name])
+    clock.advance(1800)
+    await store.purge()
+    assert [p.name for p in directory.iterdir()] == [stored.name]
+    assert b"".join([c async for c in store.read_attachment_bytes("atc_1")]) == b"kept"
