@@ -58,6 +58,11 @@ class _Record:
     :class:`~ratekeeper.SessionSpec` (shared by every session created with the same one),
     ``limit`` is that spec's rate limit, where the hot path reads it, and the count of uploads
     lives in a side table, since few sessions ever upload.
+
+    ``status`` is ``ACTIVE`` until the session is cancelled, or until the sweep that flipped
+    it reports it; an ``ACTIVE`` record whose ``deadline`` has passed is expired (every reader
+    derives that, see :meth:`Engine._status` and :func:`~ratekeeper._window.decide`). So a
+    sweep can flip a whole second's sessions without touching one record (see ``_Flip``).
     """
 
     __slots__ = (
@@ -214,97 +219,107 @@ class _Bucket:
             self.due_at = min(deadlines)
             self.last_at = max(deadlines)
 
-    def take(self, now: float, limit: int, out: list[_Record]) -> tuple[float, float]:
-        """Flip up to ``limit`` of its sessions due at ``now`` to expired, appending them.
+    def take_due(self, now: float) -> list[_Record]:
+        """Take its sessions due at ``now`` out of it, when some are not due yet.
 
-        Returns bounds (earliest, latest) of the deadlines of the sessions it took.
+        Only after a wall step or clock-reading jitter do a bucket's deadlines differ by more
+        than :data:`_TOGETHER_S`; then each is looked at. Recomputes the bounds of the rest.
         """
-        if self.last_at > now:
-            # Some are not due yet (clock-reading jitter or a wall step): look at each.
+        self.refresh()
+        due = [r for r in self.records if r.deadline <= now]
+        if due:
+            self.records = [r for r in self.records if r.deadline > now]
             self.refresh()
-            due = [r for r in self.records if r.deadline <= now][:limit]
-            for record in due:
-                record.status = _EXPIRED
-                record.times = None
-            out.extend(due)
-            self.refresh()
-            deadlines = [r.deadline for r in due] or [now]
-            return min(deadlines), max(deadlines)
-        bounds = (self.due_at, self.last_at)
-        records = self.records
-        start = len(out)
-        head = self.head
-        size = len(records)
-        while head < size and len(out) - start < limit:
-            end = head + limit - (len(out) - start)
-            chunk = records[head:end]
-            # Let go of them here, a batch at a time: a list holding a million records until
-            # its bucket is done would drop them all in one step, a 20-30 ms stall of
-            # reference-count updates on cold memory (benchmarks/expiry_bench.py --only stall).
-            records[head:end] = [None] * len(chunk)  # type: ignore[list-item]
-            head += len(chunk)
-            for record in chunk:
-                if record.status is _ACTIVE:
-                    record.status = _EXPIRED
-                    record.times = None
-                    out.append(record)
+        return due
+
+
+class _Flip:
+    """The sessions one bucket held when the sweep flipped them, waiting to be reported.
+
+    The flip itself is O(1): the engine's active count drops by ``live`` and the bucket's
+    list moves here whole, its records untouched (each reads ``expired`` from its deadline).
+    Reporting them (``status``, freeing the window, retiring, the values for callbacks) walks
+    ``records[head:]`` a batch at a time afterwards, off the path the lag is measured on.
+    ``first`` and ``last`` bound their deadlines; ``now`` is the flip's time.
+    """
+
+    __slots__ = ("first", "head", "last", "now", "records")
+
+    def __init__(
+        self, records: list[_Record], head: int, now: float, first: float, last: float
+    ) -> None:
+        self.records = records
         self.head = head
-        self.live -= len(out) - start
-        return bounds
+        self.now = now
+        self.first = first
+        self.last = last
+
+
+# (records, flip time, earliest deadline, latest deadline): one flip's share of a report.
+_Segment = tuple[list[_Record], float, float, float]
 
 
 class Flipped:
-    """The sessions one sweep flipped to ``expired``, reported lazily.
+    """The sessions one sweep reports flipped to ``expired``, reported lazily.
 
     Building a :class:`~ratekeeper.Session` for each flipped session costs more than
     flipping it, and a sweep with no one to tell needs only the count and the lags; so the
-    snapshots are built only when :meth:`expired` is called.
+    snapshots are built only when :meth:`expired` is called. Each session's lag runs from its
+    deadline to the flip of its second's sessions, which may come before the report.
 
     Attributes:
-        now: the monotonic time of the flip.
+        now: the monotonic time of the report (each flip it reports came at or before it).
 
     Not thread-safe, like the engine that made it.
     """
 
-    __slots__ = ("_first", "_last", "_records", "now")
+    __slots__ = ("_count", "_segments", "now")
 
-    def __init__(self, records: list[_Record], now: float, first: float, last: float) -> None:
-        self._records = records
+    def __init__(self, segments: list[_Segment], count: int, now: float) -> None:
+        self._segments = segments
+        self._count = count
         self.now = now
-        self._first = first
-        self._last = last
 
     def __len__(self) -> int:
-        return len(self._records)
+        return self._count
 
     def lag_bounds(self) -> tuple[float, float]:
         """Return bounds (smallest, largest) of the lags, without looking at each session."""
-        return self.now - self._last, self.now - self._first
+        segments = self._segments
+        if not segments:
+            return 0.0, 0.0
+        return (
+            min(at - last for _, at, _, last in segments),
+            max(at - first for _, at, first, _ in segments),
+        )
 
     def lag_sum(self) -> float:
         """Return the sum of the lags."""
-        deadlines: float = sum(map(_deadline_of, self._records))
-        return len(self._records) * self.now - deadlines
+        total = 0.0
+        for records, at, _, _ in self._segments:
+            deadlines: float = sum(map(_deadline_of, records))
+            total += len(records) * at - deadlines
+        return total
 
     def lags(self) -> list[float]:
         """Return each session's lag: seconds from its deadline to the flip (never negative)."""
-        now = self.now
-        return [now - record.deadline for record in self._records]
+        return [at - record.deadline for records, at, _, _ in self._segments for record in records]
 
     def ids(self) -> list[tuple[str, str]]:
         """Return ``(session id, user)`` of each flipped session (never a secret)."""
-        return [(record.id, record.user) for record in self._records]
+        return [
+            (record.id, record.user) for records, _, _, _ in self._segments for record in records
+        ]
 
     def expired(self) -> list[Expired]:
         """Return the flipped sessions as :class:`Expired` values, in flip order."""
-        now = self.now
         return [
-            _new(Expired, (_session(record, _EXPIRED, None), now - record.deadline))
-            for record in self._records
+            _new(Expired, (_session(record, _EXPIRED, None), at - record.deadline))
+            for records, at, _, _ in self._segments
+            for record in records
         ]
 
 
-_NOTHING_FLIPPED: list[_Record] = []
 _deadline_of = attrgetter("deadline")
 # A bucket's heap entry is re-pushed only when a new session's deadline comes this much before
 # it. Deadlines of one second's sessions drift apart with the wall clock's slew (NTP: up to
@@ -312,6 +327,11 @@ _deadline_of = attrgetter("deadline")
 # The cost: two buckets whose deadlines lie within this of each other (only after a wall step)
 # may be flipped in the wrong order, the later one first, by at most this much.
 _REKEY_S = 0.001
+# A bucket whose deadlines all lie within this of each other is due, for the sweeper, at its
+# latest: then one O(1) step flips it whole rather than looking at each session. Its deadlines
+# differ by the jitter between the two clock readings of each creation, and by the wall
+# clock's slew (up to 0.5 ms) over the second its sessions were created in.
+_TOGETHER_S = 0.001
 
 
 class Engine:
@@ -360,6 +380,10 @@ class Engine:
         self._retired: deque[_Record] = deque()
         self._purge_at: deque[float] = deque()
         self._cancelled = 0
+        # Flipped sessions not reported yet (see _Flip), and how many: they are expired, and
+        # neither active nor retired.
+        self._unreported: deque[_Flip] = deque()
+        self._unreported_count = 0
 
     # -- creation -------------------------------------------------------------------------
 
@@ -564,10 +588,13 @@ class Engine:
         return Cancellation(self._snapshot(record, now), changed)
 
     def sweep(self, max_items: int | None = None) -> list[Expired]:
-        """Flip due sessions to ``expired`` (at most ``max_items``), purge old ended ones.
+        """Flip every due session to ``expired``, report at most ``max_items``, purge old ones.
 
-        Returns the sessions flipped, earliest deadline first (sessions due in the same whole
-        second in the order they were created).
+        Returns the sessions reported, earliest deadline first (sessions due in the same whole
+        second in the order they were created). Every due session is flipped (off the active
+        count, ``expired`` to every reader) by this call whatever ``max_items``; those beyond
+        it are reported, their windows freed, by the next calls, each with the lag to its
+        flip.
         """
         return self.flip_due(max_items).expired()
 
@@ -578,22 +605,34 @@ class Engine:
         told each session: :meth:`Flipped.expired` builds the values :meth:`sweep` returns.
         """
         now = self.clock.monotonic()
+        flipped = self._flip_due(now, max_items)
         self._purge(now)
-        return self._flip_due(now, max_items)
+        return flipped
 
     def next_deadline(self) -> float | None:
-        """Return the monotonic time at which :meth:`sweep` next has work, or ``None``."""
+        """Return the monotonic time at which :meth:`sweep` next has work, or ``None``.
+
+        That is the earliest deadline, or up to 1 ms after it when the sessions of its second
+        all fall due within that ms, so that they are flipped together in one step; a time
+        already past while flipped sessions wait to be reported.
+        """
+        if self._unreported:
+            return self._unreported[0].now
         bucket = self._first_bucket()
-        if bucket is None:
-            return self._purge_at[0] if self._purge_at else None
+        due_at = None
+        if bucket is not None:
+            due_at = bucket.due_at
+            if bucket.last_at - due_at <= _TOGETHER_S:
+                due_at = bucket.last_at
         if self._purge_at:
-            return min(bucket.due_at, self._purge_at[0])
-        return bucket.due_at
+            purge_at = self._purge_at[0]
+            return purge_at if due_at is None else min(due_at, purge_at)
+        return due_at
 
     def statistics(self) -> EngineStatistics:
         """Return how many sessions are active, and how many ended ones are retained."""
-        retained = len(self._retired)
-        return EngineStatistics(self._active, retained - self._cancelled, self._cancelled)
+        expired = len(self._retired) - self._cancelled + self._unreported_count
+        return EngineStatistics(self._active, expired, self._cancelled)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -633,34 +672,87 @@ class Engine:
         return None
 
     def _flip_due(self, now: float, max_items: int | None) -> Flipped:
-        limit = len(self._by_id) if max_items is None else max_items
-        flipped: list[_Record] = []
+        self._flip(now)
+        limit = self._unreported_count if max_items is None else max_items
+        if not self._unreported or limit <= 0:
+            return Flipped([], 0, now)
+        return self._report(now, limit)
+
+    def _flip(self, now: float) -> None:
+        """Flip every session due at ``now``: O(1) a bucket whose last deadline has passed."""
         heap = self._heap
-        first = last = now
-        while len(flipped) < limit:
+        buckets = self._buckets
+        unreported = self._unreported
+        while True:
             bucket = self._first_bucket()
             if bucket is None or bucket.due_at > now:
-                break
-            low, high = bucket.take(now, limit - len(flipped), flipped)
-            first = min(first, low)
-            last = high if last == now else max(last, high)
-            if bucket.live == 0:
-                del self._buckets[bucket.expires_at]
+                return
+            if bucket.last_at <= now:
+                # The whole second is due: take it off the index as it is, records untouched.
+                del buckets[bucket.expires_at]
                 heappop(heap)
-            elif bucket.due_at > now:
+                live = bucket.live
+                self._active -= live
+                self._unreported_count += live
+                unreported.append(
+                    _Flip(bucket.records, bucket.head, now, bucket.due_at, bucket.last_at)
+                )
+                continue
+            # Its deadlines differ (a wall step, or jitter): flip the due ones, one by one.
+            due = bucket.take_due(now)
+            if due:
+                deadlines = [r.deadline for r in due]
+                self._active -= len(due)
+                self._unreported_count += len(due)
+                unreported.append(_Flip(due, 0, now, min(deadlines), max(deadlines)))
+            if bucket.live == 0:
+                del buckets[bucket.expires_at]
+                heappop(heap)
+            else:
                 # What is left of it falls due later (its bounds were just recomputed).
                 bucket.heap_key = bucket.due_at
                 heapreplace(heap, (bucket.due_at, bucket.expires_at))
-            else:
-                break  # max_items reached; the rest of it is due at the next sweep
-        if not flipped:
-            return Flipped(_NOTHING_FLIPPED, now, now, now)
-        due = len(flipped)
-        self._active -= due
-        self._retired.extend(flipped)
-        self._purge_at.extend(repeat(now + self.retention_s, due))
-        self._bound_retired()
-        return Flipped(flipped, now, first, last)
+
+    def _report(self, now: float, limit: int) -> Flipped:
+        """Report up to ``limit`` flipped sessions: set their status, free their windows and
+        retire them, a batch at a time, oldest flip first."""
+        unreported = self._unreported
+        segments: list[_Segment] = []
+        count = 0
+        while unreported and count < limit:
+            flip = unreported[0]
+            records = flip.records
+            head = flip.head
+            size = len(records)
+            out: list[_Record] = []
+            while head < size and count + len(out) < limit:
+                end = head + limit - count - len(out)
+                chunk = records[head:end]
+                # Let go of them here, a batch at a time: a list holding a million records
+                # dropped in one step is a 20-30 ms stall of reference-count updates on cold
+                # memory (benchmarks/expiry_bench.py --only stall).
+                records[head:end] = [None] * len(chunk)  # type: ignore[list-item]
+                head += len(chunk)
+                for record in chunk:
+                    # Cancelled sessions stay in their bucket's list (a cancel is O(1)): skip.
+                    if record.status is _ACTIVE:
+                        record.status = _EXPIRED
+                        record.times = None
+                        out.append(record)
+            flip.head = head
+            if head >= size:
+                unreported.popleft()
+            if out:
+                segments.append((out, flip.now, flip.first, flip.last))
+                count += len(out)
+                self._retired.extend(out)
+        if count:
+            self._unreported_count -= count
+            # Retained from the report, which never comes before the flip: the purge queue
+            # stays in order, and no session is kept less than retention_s.
+            self._purge_at.extend(repeat(now + self.retention_s, count))
+            self._bound_retired()
+        return Flipped(segments, count, now)
 
     def _unindex(self, record: _Record) -> None:
         """Take an active session off the expiry index (it stays in its bucket, skipped)."""

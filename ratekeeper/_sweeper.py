@@ -11,7 +11,6 @@ import inspect
 import logging
 import math
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
@@ -35,11 +34,11 @@ _logger = logging.getLogger("ratekeeper.gate")
 # After a sweep that found nothing although a deadline was due (e.g. another process swept
 # it first), wait this long before asking again rather than spinning.
 _IDLE_RETRY_S = 0.001
-# Most sessions the sweeper flips ahead of their callbacks. Every flipped session waiting for
-# its callbacks is held in a young list the cyclic GC walks at each collection, touching the
-# session's record: a million waiting made 30 ms collections; 50,000 covers the largest
-# clump of the expiry benchmark (25,000) twice over and keeps a collection near a millisecond.
-_FLIP_AHEAD = 50_000
+# The sweeper sleeps until this long before a deadline, then yields to the event loop until
+# the deadline itself: a sleep on asyncio ends up to ~2 ms late (epoll's timeout is rounded up
+# to the millisecond, and waking the task takes a loop iteration or two), a lag every session
+# of the clump would carry. The price is one core busy for at most this long per deadline.
+_EARLY_S = 0.002
 
 
 class Outage:
@@ -180,7 +179,7 @@ class Sweeper:
                 if idle and delay <= 0:
                     delay = _IDLE_RETRY_S
                 if delay > 0 and not self.recheck:
-                    await self._sleep(delay)
+                    await self._sleep(delay, accurate=delay < self.poll_interval_s)
                 flipped = await self.sweep_due()
                 if flipped < 0:  # the backend failed: back off
                     await self._sleep(self.poll_interval_s)
@@ -208,12 +207,15 @@ class Sweeper:
             return self.poll_interval_s
         return min(remaining, self.poll_interval_s)
 
-    async def _sleep(self, delay: float) -> None:
+    async def _sleep(self, delay: float, *, accurate: bool = False) -> None:
+        """Sleep ``delay`` s unless woken; ``accurate``: end as close to it as the loop can."""
         wake = self.wake = anyio.Event()
-        self.wake_at = anyio.current_time() + delay
+        until = self.wake_at = anyio.current_time() + delay
         try:
-            with anyio.move_on_after(delay):
+            with anyio.move_on_after(delay - _EARLY_S if accurate else delay):
                 await wake.wait()
+            if accurate:
+                await _yield_until(until, wake)
         finally:
             self.wake = None
             self.wake_at = math.inf
@@ -246,43 +248,28 @@ class Sweeper:
     async def _sweep_engine(self, engine: Engine) -> int:
         """:meth:`sweep_due` for an in-process engine: flip first, tell the callbacks after.
 
-        Flipping a session in memory costs a fraction of building its
-        :class:`~ratekeeper.Expired` and running callbacks on it, so the sweeper flips
-        every due session first (a batch per step, yielding between steps) and only then runs
-        the callbacks, a batch per step, looking for newly due sessions before each. Sessions
-        falling due together (a whole second's, since ``expires_at`` is a whole second) are
-        therefore all flipped, and counted in the metrics, within a few ms of their deadline
-        however slow the callbacks are; ``lag_s`` is the time to the flip. The values are
-        built only when there are callbacks; the metrics count a batch when its callbacks
-        run (so they never count a session a callback has not yet been told of), or at the
-        flip when there are none.
+        Each :meth:`Engine.flip_due` call first flips every due session, a whole second's in
+        one O(1) step (off the active count, ``expired`` to every reader), and then reports a
+        batch of them (status set, window freed, retired): the metrics observe the batch and
+        the callbacks are told of it, yielding to the event loop between batches. Sessions
+        falling due while earlier ones are being reported are flipped by the next call, so
+        ``lag_s`` (the time to the flip) stays within a few ms of the deadline however slow
+        the callbacks are. The values are built only when there are callbacks.
         """
         total = 0
         batch = self.batch
-        pending: deque[Flipped] = deque()
-        waiting = 0  # sessions flipped whose callbacks have not run yet
         while True:
-            count = 0
-            if waiting < _FLIP_AHEAD:
-                flipped = engine.flip_due(batch)
-                count = len(flipped)
-                if count:
-                    total += count
-                    if self.callbacks:
-                        pending.append(flipped)
-                        waiting += count
-                    else:
-                        self._observe_flipped(flipped)
-                # Between steps (and after the last) let every other task run.
-                await checkpoint()
-            if count < batch:
-                if not pending:
-                    return total
-                flipped = pending.popleft()
-                waiting -= len(flipped)
+            flipped = engine.flip_due(batch)
+            count = len(flipped)
+            if count:
+                total += count
                 self._observe_flipped(flipped)
-                await self._run_callbacks(flipped.expired())
-                await checkpoint()
+                if self.callbacks:
+                    await self._run_callbacks(flipped.expired())
+            # Between steps (and after the last) let every other task run.
+            await checkpoint()
+            if count < batch:
+                return total
 
     def _observe_flipped(self, flipped: Flipped) -> None:
         metrics = self.metrics
@@ -326,6 +313,24 @@ class Sweeper:
                         getattr(callback, "__qualname__", callback),
                         item.session.id,
                     )
+
+
+async def _yield_until(until: float, wake: anyio.Event) -> None:
+    """Yield to the event loop until its time reaches ``until`` (or ``wake`` is set).
+
+    Each turn lets every other task run. Under a clock that stands still while tasks are
+    runnable (trio's ``MockClock`` with autojump), it sleeps the rest instead of spinning.
+    """
+    current_time = anyio.current_time
+    before = current_time()
+    while before < until and not wake.is_set():
+        await checkpoint()
+        now = current_time()
+        if now == before:  # a virtual clock: only sleeping moves it
+            with anyio.move_on_after(until - now):
+                await wake.wait()
+            return
+        before = now
 
 
 def _observe_many(histogram: Histogram, values: list[float]) -> None:

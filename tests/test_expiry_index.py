@@ -23,7 +23,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ratekeeper import CapacityExceeded, Engine, ManualClock, SessionStatus
+from ratekeeper import (
+    CapacityExceeded,
+    Engine,
+    EngineStatistics,
+    ManualClock,
+    Reason,
+    SessionNotFound,
+    SessionStatus,
+    UploadReason,
+)
 from ratekeeper._engine import _session
 from ratekeeper._errors import InvalidParameter
 from ratekeeper._secrets import session_id_for
@@ -200,10 +209,17 @@ class _Model:
     sid: str
     deadline: float
     status: str = "active"
+    flipped_at: float | None = None  # when a sweep flipped it (expired, maybe not reported)
+    reported: bool = False
 
 
 class ExpiryIndexMachine(RuleBasedStateMachine):
-    """The engine's index against a model: every session flips once, never before its time."""
+    """The engine's index against a model: every session flips once, never before its time.
+
+    A sweep flips every due session at once (off the active count), whatever its
+    ``max_items``, and reports at most ``max_items`` of them, oldest flip first; each is
+    reported once, with the lag to its flip.
+    """
 
     @initialize()
     def start(self) -> None:
@@ -214,6 +230,9 @@ class ExpiryIndexMachine(RuleBasedStateMachine):
     def due(self) -> list[_Model]:
         now = self.clock.monotonic()
         return [s for s in self.sessions if s.status == "active" and s.deadline <= now]
+
+    def unreported(self) -> list[_Model]:
+        return [s for s in self.sessions if s.flipped_at is not None and not s.reported]
 
     @rule(lifetime=st.integers(min_value=1, max_value=4), copies=st.integers(1, 3))
     def create(self, lifetime: int, copies: int) -> None:
@@ -237,6 +256,17 @@ class ExpiryIndexMachine(RuleBasedStateMachine):
             else model.status
         )
 
+    @rule(index=st.integers(min_value=0))
+    def get(self, index: int) -> None:
+        """The status read equals the one a sweep would have set (derived, not stored)."""
+        if not self.sessions:
+            return
+        model = self.sessions[index % len(self.sessions)]
+        expected = model.status
+        if expected == "active" and self.clock.monotonic() >= model.deadline:
+            expected = "expired"
+        assert self.engine.get(model.sid).status.value == expected
+
     @rule(quarters=st.integers(min_value=1, max_value=12))
     def advance(self, quarters: int) -> None:
         self.clock.advance(quarters / 4)
@@ -247,29 +277,42 @@ class ExpiryIndexMachine(RuleBasedStateMachine):
 
     @rule(max_items=st.one_of(st.none(), st.integers(min_value=1, max_value=5)))
     def sweep(self, max_items: int | None) -> None:
-        due = {s.sid: s for s in self.due()}
-        flipped = self.engine.sweep(max_items)
-        expected = len(due) if max_items is None else min(len(due), max_items)
-        assert len(flipped) == expected
         now = self.clock.monotonic()
-        for item in flipped:
-            model = due.pop(item.session.id)  # due, and not flipped before
-            assert item.lag_s == now - model.deadline
-            assert item.session.status is SessionStatus.EXPIRED
+        for model in self.due():
             model.status = "expired"
+            model.flipped_at = now
+        waiting = {s.sid: s for s in self.unreported()}
+        flipped = self.engine.sweep(max_items)
+        expected = len(waiting) if max_items is None else min(len(waiting), max_items)
+        assert len(flipped) == expected
+        for item in flipped:
+            model = waiting.pop(item.session.id)  # flipped, and not reported before
+            assert model.flipped_at is not None
+            assert item.lag_s == model.flipped_at - model.deadline
+            assert item.session.status is SessionStatus.EXPIRED
+            model.reported = True
 
     @invariant()
     def counts_and_next_deadline_agree(self) -> None:
         if not hasattr(self, "engine"):
             return
         active = [s for s in self.sessions if s.status == "active"]
-        assert self.engine.statistics().active == len(active)
+        stats = self.engine.statistics()
+        assert stats.active == len(active)
+        assert stats.expired == sum(
+            s.status == "expired" and s.flipped_at is not None for s in self.sessions
+        )
         expected = min((s.deadline for s in active), default=None)
         got = self.engine.next_deadline()  # a purge (retention 1e9 s) never comes first
         now = self.clock.monotonic()
-        if expected is None:
+        if self.unreported():  # the sweeper must come back to report them
+            assert got is not None
+            assert got <= now
+        elif expected is None:
             assert got is None or got >= 1e9
         elif expected > now:
+            # The earliest deadline (the manual clock's deadlines of one second are equal,
+            # or a wall step of at least 0.25 s apart).
             assert got == expected
         else:  # something is due: the sweeper must be told so
             assert got is not None
@@ -299,3 +342,104 @@ def test_a_bucket_lets_go_of_the_sessions_it_handed_out(clock: ManualClock) -> N
     engine.sweep(3)
     assert bucket.records[:3] == [None, None, None]
     assert None not in bucket.records[3:]
+
+
+def _due_clump(
+    clock: ManualClock, sessions: int, **engine_options: Any
+) -> tuple[Engine, list[str]]:
+    """An engine with ``sessions`` sessions of one second, all due 0.25 s ago."""
+    engine = Engine(clock, **engine_options)
+    secrets = []
+    for n in range(sessions):
+        made = engine.create_session(f"u{n}", expires_after_s=5)
+        assert made.client_secret is not None
+        secrets.append(made.client_secret)
+    clock.advance(5.25)
+    return engine, secrets
+
+
+def test_one_sweep_step_flips_a_whole_second(clock: ManualClock) -> None:
+    """``statistics().active`` drops by the whole clump in one call, whatever ``max_items``."""
+    engine, _ = _due_clump(clock, 1000)
+    flipped = engine.flip_due(10)
+    assert len(flipped) == 10
+    assert engine.statistics() == EngineStatistics(active=0, expired=1000, cancelled=0)
+    assert flipped.lag_bounds() == (0.25, 0.25)
+
+
+def test_flipped_sessions_are_reported_later_with_the_lag_to_their_flip(
+    clock: ManualClock,
+) -> None:
+    """Every flipped session is reported once, in creation order, lag measured to the flip."""
+    engine, secrets = _due_clump(clock, 25)
+    assert len(engine.sweep(10)) == 10
+    clock.advance(1.0)  # reported a second after the flip: the lag is still the flip's
+    rest = engine.sweep(10) + engine.sweep()
+    assert [e.session.id for e in rest] == [session_id_for(s) for s in secrets[10:]]
+    assert {e.lag_s for e in rest} == {0.25}
+    assert engine.sweep() == []
+
+
+def test_a_flipped_session_reads_expired_before_it_is_reported(clock: ManualClock) -> None:
+    """Status derived from the deadline equals what a report sets, for every reader."""
+    engine, secrets = _due_clump(clock, 3)
+    engine.flip_due(1)
+    for secret in secrets:  # one reported, two waiting to be
+        sid = session_id_for(secret)
+        assert engine.get(sid).status is SessionStatus.EXPIRED
+        lookup = engine.lookup(secret)
+        assert lookup is not None
+        assert lookup.status is SessionStatus.EXPIRED
+        assert engine.admit(secret).reason is Reason.EXPIRED
+        assert engine.reserve_upload(sid, 1).reason is UploadReason.EXPIRED
+        assert engine.cancel_reporting(sid) == (engine.get(sid), False)
+        assert engine.get(sid).status is SessionStatus.EXPIRED
+    assert engine.statistics() == EngineStatistics(active=0, expired=3, cancelled=0)
+
+
+def test_a_report_frees_windows_and_skips_cancelled_sessions(clock: ManualClock) -> None:
+    """The window goes when the session is reported; a cancelled one is never reported."""
+    engine = Engine(clock, retention_s=10)
+    made = [engine.create_session(f"u{n}", expires_after_s=5) for n in range(4)]
+    for session in made:
+        assert session.client_secret is not None
+        engine.admit(session.client_secret)
+    engine.cancel(made[1].id)
+    clock.advance(5)
+    first = engine.flip_due(2)
+    assert [e.session.id for e in first.expired()] == [made[0].id, made[2].id]
+    assert engine._by_id[made[0].id].times is None
+    assert engine._by_id[made[3].id].times is not None  # flipped, not reported yet
+    assert [e.session.id for e in engine.sweep()] == [made[3].id]
+    assert all(engine._by_id[s.id].times is None for s in made)
+    assert engine.statistics() == EngineStatistics(active=0, expired=3, cancelled=1)
+
+
+def test_reported_sessions_are_purged_after_retention(clock: ManualClock) -> None:
+    """Retention runs from the report; then the session is gone."""
+    engine, secrets = _due_clump(clock, 5, retention_s=10)
+    engine.sweep()
+    clock.advance(9.75)
+    engine.sweep()
+    assert engine.statistics().expired == 5
+    clock.advance(0.25)
+    engine.sweep()
+    assert engine.statistics() == EngineStatistics(active=0, expired=0, cancelled=0)
+    with pytest.raises(SessionNotFound):
+        engine.get(session_id_for(secrets[0]))
+
+
+def test_a_second_due_within_a_millisecond_is_due_at_its_latest(clock: ManualClock) -> None:
+    """Deadlines of one second within 1 ms: the sweeper is sent to the latest, to flip it whole;
+    a sweep before that still flips the due ones, each at its own deadline."""
+    engine = Engine(clock)
+    early = engine.create_session("early", expires_after_s=10)  # deadline 10
+    clock.step_wall(-0.0005)
+    clock.advance(0.0005)
+    late = engine.create_session("late", expires_after_s=10)  # deadline 10.0005
+    assert early.expires_at == late.expires_at
+    assert engine.next_deadline() == 10.0005
+    clock.advance(9.9995)  # monotonic 10.0
+    assert [e.session.id for e in engine.sweep()] == [early.id]
+    assert engine.statistics().active == 1
+    assert engine.next_deadline() == 10.0005

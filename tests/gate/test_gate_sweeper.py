@@ -366,3 +366,36 @@ async def test_session_lifecycle_is_logged_at_debug_without_the_secret(
         f"ratekeeper: session {kept.id} expired for user alice",
     ]
     assert not any("ek_" in event for event in events)
+
+
+async def test_the_sweeper_sleeps_short_of_a_deadline_then_yields_up_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last ms before a deadline are turns of the event loop (a sleep can end ms late):
+    it returns once the loop's time reaches the deadline, not before, and not by sleeping."""
+    import trio
+
+    from ratekeeper._sweeper import _yield_until
+
+    readings: list[float] = []
+
+    def moving_time() -> float:  # a loop clock that moves 0.5 ms with every turn
+        readings.append(0.0005 * len(readings))
+        return readings[-1]
+
+    monkeypatch.setattr(anyio, "current_time", moving_time)
+    virtual = trio.current_time()
+    await _yield_until(0.002, anyio.Event())
+    assert readings[-1] == 0.002
+    assert trio.current_time() == virtual  # it never slept
+
+
+async def test_a_wake_ends_the_last_turns_before_a_deadline_at_once() -> None:
+    """Set ``wake`` (a new, earlier deadline) and the sweeper stops waiting for the old one."""
+    from ratekeeper._sweeper import _yield_until
+
+    wake = anyio.Event()
+    wake.set()
+    before = anyio.current_time()
+    await _yield_until(before + 10, wake)
+    assert anyio.current_time() == before

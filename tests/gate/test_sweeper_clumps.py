@@ -59,7 +59,7 @@ async def test_without_callbacks_a_clump_is_counted_at_the_flip(clock: ManualClo
     async with gate:
         for _ in range(10_000):
             await anyio.lowlevel.checkpoint()
-            if engine.statistics().active == 0 and not engine.flip_due(1):
+            if count(gate, "ratekeeper_sessions_expired_total") == 250:
                 break
     assert engine.statistics().expired == 250
     assert count(gate, "ratekeeper_sessions_expired_total") == 250
@@ -116,15 +116,17 @@ def test_observing_together_refuses_values_that_span_buckets() -> None:
     assert registry.get_sample_value("lag_seconds_bucket", {"le": "0.001"}) == 2
 
 
-async def test_the_sweeper_flips_only_so_far_ahead_of_its_callbacks(
-    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Sessions waiting for callbacks are bounded (the GC walks them); all still get told."""
-    monkeypatch.setattr("ratekeeper._sweeper._FLIP_AHEAD", 200)
+async def test_the_sweeper_reports_a_batch_at_a_time_after_one_flip(clock: ManualClock) -> None:
+    """The whole clump leaves the active count at once; each batch is then counted in the
+    metrics and told to the callbacks before the next is reported."""
     engine = Engine(clock)
     gate = Gate(engine, sweep_batch=100, poll_interval_s=3600)
-    seen: list[int] = []
-    gate.on_expire(lambda item: seen.append(engine.statistics().active))
+    seen: list[tuple[int, float]] = []
+
+    def callback(item: Expired) -> None:
+        seen.append((engine.statistics().active, count(gate, "ratekeeper_sessions_expired_total")))
+
+    gate.on_expire(callback)
     for n in range(500):
         await gate.create_session(f"u{n}", expires_after_s=5)
     clock.advance(5)
@@ -134,5 +136,7 @@ async def test_the_sweeper_flips_only_so_far_ahead_of_its_callbacks(
             if len(seen) == 500:
                 break
     assert len(seen) == 500
-    assert seen[0] == 300  # 200 flipped ahead of the first callback, not all 500
+    assert {active for active, _ in seen} == {0}
+    assert [counted for _, counted in seen[::100]] == [100, 200, 300, 400, 500]
     assert count(gate, "ratekeeper_sessions_expired_total") == 500
+    assert count(gate, "ratekeeper_sweep_batch_size_count") == 5
