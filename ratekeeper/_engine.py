@@ -7,7 +7,6 @@ per operation; the rules themselves (:func:`decide`) take ``now`` as an argument
 from __future__ import annotations
 
 import math
-from array import array
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import fields
@@ -37,7 +36,7 @@ from ._types import (
     keyword_spec,
     resolve_spec,
 )
-from ._window import decide, unknown_decision
+from ._window import CANCELLED_AT, Window, decide, unknown_decision
 
 # EngineStatistics and Expired live in ._types, shared with the other backends; imported here,
 # they still answer at the old path ratekeeper.engine.
@@ -50,30 +49,26 @@ _new = tuple.__new__  # builds an Expired without NamedTuple's Python-level __ne
 
 
 class _Record:
-    """One session's mutable state. ``times[head:]`` is its window (see :mod:`.window`).
+    """One session's mutable state; its window is ``times`` (see :mod:`._window`).
 
-    Ten slots, so a record is 112 bytes: the id is the only key (it is a hash of the secret,
-    see :mod:`._secrets`), ``expires_at`` is the int its expiry bucket holds (shared by every
-    session due in that second), what the session was created with is one reference to its
-    :class:`~ratekeeper.SessionSpec` (shared by every session created with the same one),
-    ``limit`` is that spec's rate limit, where the hot path reads it, and the count of uploads
-    lives in a side table, since few sessions ever upload.
-
-    ``status`` is ``ACTIVE`` until the session is cancelled, or until the sweep that flipped
-    it reports it; an ``ACTIVE`` record whose ``deadline`` has passed is expired (every reader
-    derives that, see :meth:`Engine._status` and :func:`~ratekeeper._window.decide`). So a
-    sweep can flip a whole second's sessions without touching one record (see ``_Flip``).
+    Six slots, so a record is 80 bytes (idle sessions are counted by the million): the id is
+    the only key (it is a hash of the secret, see :mod:`._secrets`); what the session was
+    created with is one reference to its :class:`~ratekeeper.SessionSpec` (shared by every
+    session created with the same one), where its rate limit is read; the count of uploads
+    lives in a side table, since few sessions ever upload. Nothing is kept that can be
+    derived: ``expires_at`` is ``floor(created_at) + spec.expires_after_s``, the window's
+    ``head`` lives on the window (idle sessions have none), and the status is read from
+    ``deadline``: :data:`~ratekeeper._window.CANCELLED_AT` once cancelled, else expired
+    from the deadline on (see :meth:`Engine._status` and
+    :func:`~ratekeeper._window.decide`). So a sweep flips a whole second's sessions without
+    touching one record (see ``_Flip``), and a report only frees their windows.
     """
 
     __slots__ = (
         "created_at",
         "deadline",
-        "expires_at",
-        "head",
         "id",
-        "limit",
         "spec",
-        "status",
         "times",
         "user",
     )
@@ -82,12 +77,8 @@ class _Record:
     # an object.__new__ instance, a call frame cheaper (creation is measured per microsecond).
     id: str
     user: str
-    limit: int
-    status: SessionStatus
-    times: array[float] | None
-    head: int
+    times: Window | None
     created_at: float
-    expires_at: int
     deadline: float
     spec: SessionSpec
 
@@ -119,11 +110,20 @@ class _SessionDraft:
 
 def _session(record: _Record, status: SessionStatus, secret: str | None) -> Session:
     """Return the snapshot of ``record`` with ``status`` (equal to what ``Session(...)`` builds)."""
+    spec = record.spec
+    created_at = record.created_at
+    return _session_at(record, status, secret, _floor(created_at) + spec.expires_after_s)
+
+
+def _session_at(
+    record: _Record, status: SessionStatus, secret: str | None, expires_at: int
+) -> Session:
+    """:func:`_session`, given the record's ``expires_at`` (creation has it at hand)."""
     draft: Any = _SessionDraft()
     draft.id = record.id
     draft.user = record.user
     draft.status = status
-    draft.expires_at = record.expires_at
+    draft.expires_at = expires_at
     draft.created_at = record.created_at
     draft.spec = record.spec
     draft.client_secret = secret
@@ -143,14 +143,16 @@ def _session(record: _Record, status: SessionStatus, secret: str | None) -> Sess
 ) = (getattr(Session, name).__set__ for name in _SESSION_FIELDS)
 
 
-def _session_by_slots(record: _Record, status: SessionStatus, secret: str | None) -> Session:
-    """:func:`_session` through Session's slot descriptors, where ``__class__`` assignment is
-    refused (an interpreter other than CPython, or a Session whose layout changed)."""
+def _session_by_slots(
+    record: _Record, status: SessionStatus, secret: str | None, expires_at: int
+) -> Session:
+    """:func:`_session_at` through Session's slot descriptors, where ``__class__`` assignment
+    is refused (an interpreter other than CPython, or a Session whose layout changed)."""
     session: Session = _new_object(Session)
     _set_id(session, record.id)
     _set_user(session, record.user)
     _set_status(session, status)
-    _set_expires_at(session, record.expires_at)
+    _set_expires_at(session, expires_at)
     _set_created_at(session, record.created_at)
     _set_spec(session, record.spec)
     _set_client_secret(session, secret)
@@ -167,7 +169,7 @@ def _drafts_become_sessions() -> bool:
 
 
 if not _drafts_become_sessions():  # pragma: no cover - see _session_by_slots
-    _session = _session_by_slots
+    _session_at = _session_by_slots
 
 
 class _Bucket:
@@ -208,8 +210,8 @@ class _Bucket:
         self.stale = False
 
     def refresh(self) -> None:
-        """Drop taken and cancelled records; recompute the bounds from what is left."""
-        left = [r for r in self.records[self.head :] if r.status is _ACTIVE]
+        """Drop cancelled records; recompute the bounds from what is left."""
+        left = [r for r in self.records[self.head :] if r.deadline is not CANCELLED_AT]
         self.records = left
         self.head = 0
         self.live = len(left)
@@ -474,17 +476,16 @@ class Engine:
         expires_at = _floor(wall) + spec.expires_after_s
         deadline = mono + (expires_at - wall)
         bucket = self._buckets.get(expires_at)
-        if bucket is not None:
-            expires_at = bucket.expires_at  # one int object per second, not one per session
+        if bucket is not None and deadline == bucket.last_at:
+            # Sessions made at one instant of a clock (or whose readings agree to the last
+            # bit) share one deadline float: 32 bytes a session, the way sessions of one
+            # second share their bucket's expires_at int.
+            deadline = bucket.last_at
         record: _Record = _new_object(_Record)
         record.id = sid
         record.user = user
-        record.limit = spec.max_requests_per_1_minute
-        record.status = _ACTIVE
         record.times = None  # allocated on the first admission: idle sessions hold no window
-        record.head = 0
         record.created_at = wall
-        record.expires_at = expires_at
         record.deadline = deadline
         record.spec = spec
         by_id[sid] = record
@@ -492,6 +493,7 @@ class Engine:
             self._buckets[expires_at] = _Bucket(expires_at, record)
             heappush(self._heap, (deadline, expires_at))
         else:
+            expires_at = bucket.expires_at  # one int object per second, not one per session
             bucket.records.append(record)
             bucket.live += 1
             if deadline < bucket.due_at:
@@ -502,7 +504,7 @@ class Engine:
             elif deadline > bucket.last_at:
                 bucket.last_at = deadline
         self._active += 1
-        return _session(record, _ACTIVE, secret)
+        return _session_at(record, _ACTIVE, secret, expires_at)
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -578,10 +580,10 @@ class Engine:
         """
         record = self._record(session_id)
         now = self.clock.monotonic()
-        changed = record.status is _ACTIVE and now < record.deadline
+        changed = now < record.deadline  # not cancelled (CANCELLED_AT), not expired
         if changed:
             self._unindex(record)
-            record.status = _CANCELLED
+            record.deadline = CANCELLED_AT
             record.times = None
             self._cancelled += 1
             self._retire(record, now)
@@ -644,9 +646,10 @@ class Engine:
 
     @staticmethod
     def _status(record: _Record, now: float) -> SessionStatus:
-        if record.status is _ACTIVE and now >= record.deadline:
-            return _EXPIRED
-        return record.status
+        deadline = record.deadline
+        if now < deadline:
+            return _ACTIVE
+        return _CANCELLED if deadline is CANCELLED_AT else _EXPIRED
 
     def _snapshot(self, record: _Record, now: float) -> Session:
         return _session(record, self._status(record, now), None)
@@ -714,8 +717,8 @@ class Engine:
                 heapreplace(heap, (bucket.due_at, bucket.expires_at))
 
     def _report(self, now: float, limit: int) -> Flipped:
-        """Report up to ``limit`` flipped sessions: set their status, free their windows and
-        retire them, a batch at a time, oldest flip first."""
+        """Report up to ``limit`` flipped sessions: free their windows and retire them, a
+        batch at a time, oldest flip first (their status reads ``expired`` already)."""
         unreported = self._unreported
         segments: list[_Segment] = []
         count = 0
@@ -735,8 +738,7 @@ class Engine:
                 head += len(chunk)
                 for record in chunk:
                     # Cancelled sessions stay in their bucket's list (a cancel is O(1)): skip.
-                    if record.status is _ACTIVE:
-                        record.status = _EXPIRED
+                    if record.deadline is not CANCELLED_AT:
                         record.times = None
                         out.append(record)
             flip.head = head
@@ -757,10 +759,11 @@ class Engine:
     def _unindex(self, record: _Record) -> None:
         """Take an active session off the expiry index (it stays in its bucket, skipped)."""
         self._active -= 1
-        bucket = self._buckets[record.expires_at]
+        expires_at = _floor(record.created_at) + record.spec.expires_after_s
+        bucket = self._buckets[expires_at]
         bucket.live -= 1
         if bucket.live == 0:
-            del self._buckets[record.expires_at]  # its heap entry is stale now
+            del self._buckets[expires_at]  # its heap entry is stale now
         elif record.deadline == bucket.due_at:
             bucket.stale = True
 
@@ -774,7 +777,7 @@ class Engine:
                 due += bucket.live
             else:
                 records = bucket.records[bucket.head :]
-                due += sum(1 for r in records if r.status is _ACTIVE and r.deadline <= now)
+                due += sum(1 for r in records if CANCELLED_AT is not r.deadline <= now)
         return due
 
     def _retire(self, record: _Record, now: float) -> None:
@@ -801,7 +804,7 @@ class Engine:
         del self._by_id[record.id]
         if self._uploads:
             self._uploads.pop(record.id, None)
-        if record.status is _CANCELLED:
+        if record.deadline is CANCELLED_AT:
             self._cancelled -= 1
 
     def __repr__(self) -> str:

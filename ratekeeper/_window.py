@@ -21,12 +21,11 @@ for boxing the values it reads (docs/benchmarks.md).
 from __future__ import annotations
 
 from array import array
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ._types import INFINITY, WINDOW_S, Decision, Reason, SessionStatus
+from ._types import INFINITY, WINDOW_S, Decision, Reason, SessionSpec
 
 _new = tuple.__new__  # builds a Decision without NamedTuple's Python-level __new__
-_ACTIVE = SessionStatus.ACTIVE
 _ALLOWED = Reason.ALLOWED
 _RATE_LIMITED = Reason.RATE_LIMITED
 _EXPIRED = Reason.EXPIRED
@@ -36,19 +35,39 @@ _UNKNOWN = Decision(False, Reason.UNKNOWN_SESSION, 0, 0, INFINITY, 0.0)
 _COMPACT_AT = 16
 
 
+#: The deadline of a cancelled session: before every ``now``, so the one comparison of the
+#: hot path turns cancelled and expired sessions away alike; then this tells them apart.
+CANCELLED_AT = float("-inf")
+
+if TYPE_CHECKING:
+    _FloatArray = array[float]
+else:
+    _FloatArray = array
+
+
+class Window(_FloatArray):
+    """A session's admissions (an ``array('d')``) and ``head``, where the counting ones start.
+
+    ``head`` lives here rather than on the session, so that a session that never admitted a
+    request holds no slot for it (sessions are small: see ``ratekeeper._engine._Record``).
+    """
+
+    __slots__ = ("head",)
+    head: int
+
+
 class WindowState(Protocol):
     """The per-session state :func:`decide` reads and updates.
 
-    ``times[head:]`` holds, oldest first, the instants (monotonic, ``admitted_at + 60``) at
-    which the admissions still in the window stop counting; ``None`` before the first one.
+    ``times[times.head:]`` holds, oldest first, the instants (monotonic, ``admitted_at + 60``)
+    at which the admissions still in the window stop counting; ``None`` before the first one.
+    ``deadline`` is :data:`CANCELLED_AT` once the session is cancelled.
     """
 
     id: str
-    status: SessionStatus
     deadline: float
-    limit: int
-    times: array[float] | None
-    head: int
+    spec: SessionSpec
+    times: Window | None
 
 
 def unknown_decision() -> Decision:
@@ -58,8 +77,9 @@ def unknown_decision() -> Decision:
 
 def terminal_decision(state: WindowState, now: float) -> Decision:
     """Return the decision for a session that is cancelled, or expired as of ``now``."""
-    reason = _CANCELLED if state.status is SessionStatus.CANCELLED else _EXPIRED
-    return _new(Decision, (False, reason, state.limit, 0, INFINITY, 0.0, state.id))
+    reason = _CANCELLED if state.deadline is CANCELLED_AT else _EXPIRED
+    limit = state.spec.max_requests_per_1_minute
+    return _new(Decision, (False, reason, limit, 0, INFINITY, 0.0, state.id))
 
 
 def decide(state: WindowState, now: float) -> Decision:
@@ -69,20 +89,21 @@ def decide(state: WindowState, now: float) -> Decision:
     """
     # The hot path of every admission (benchmarks/test_engine_bench.py): locals over repeated
     # attribute reads, and ``head`` written back only when it moved.
-    if state.status is not _ACTIVE or now >= state.deadline:
+    if now >= state.deadline:  # expired, or cancelled (CANCELLED_AT)
         return terminal_decision(state, now)
-    limit = state.limit
+    limit = state.spec.max_requests_per_1_minute
     times = state.times
     if times is None:
-        state.times = array("d", (now + WINDOW_S,))
+        times = state.times = Window("d", (now + WINDOW_S,))
+        times.head = 0
         return _new(Decision, (True, _ALLOWED, limit, limit - 1, 0.0, WINDOW_S, state.id))
-    head = state.head
+    head = times.head
     size = len(times)
     if head < size and times[head] <= now:
         head += 1
         while head < size and times[head] <= now:
             head += 1
-        state.head = head
+        times.head = head
     count = size - head
     if count >= limit:
         # times[head] is the oldest admission still counting; times[-1] the newest.
@@ -92,6 +113,6 @@ def decide(state: WindowState, now: float) -> Decision:
         )
     if head >= _COMPACT_AT and head >= count:
         del times[:head]
-        state.head = 0
+        times.head = 0
     times.append(now + WINDOW_S)
     return _new(Decision, (True, _ALLOWED, limit, limit - count - 1, 0.0, WINDOW_S, state.id))

@@ -62,12 +62,32 @@ def test_a_clump_is_flipped_in_creation_order_across_sweeps(clock: ManualClock) 
     assert engine.statistics().active == 0
 
 
-def test_one_int_object_per_expiry_second(clock: ManualClock) -> None:
-    """Sessions due in the same second share their ``expires_at`` int (memory)."""
+def test_sessions_of_one_instant_share_their_deadline_float(clock: ManualClock) -> None:
+    """Sessions due in the same second at the same deadline share one float (memory), and
+    their ``expires_at`` (derived, not stored) is the same."""
     engine = Engine(clock)
     a = engine.create_session("a", expires_after_s=600)
     b = engine.create_session("b", expires_after_s=600)
-    assert engine._by_id[a.id].expires_at is engine._by_id[b.id].expires_at
+    assert engine._by_id[a.id].deadline is engine._by_id[b.id].deadline
+    assert a.expires_at == b.expires_at == engine.get(b.id).expires_at == int(START) + 600
+    clock.step_wall(0.25)  # same second, another deadline: its own float
+    c = engine.create_session("c", expires_after_s=600)
+    assert c.expires_at == a.expires_at
+    assert engine._by_id[c.id].deadline == engine._by_id[a.id].deadline - 0.25
+
+
+def test_a_record_keeps_six_slots(clock: ManualClock) -> None:
+    """An idle session's record is 80 bytes: nothing derivable is stored (the RSS target)."""
+    engine = Engine(clock)
+    made = engine.create_session("u")
+    assert set(type(engine._by_id[made.id]).__slots__) == {
+        "created_at",
+        "deadline",
+        "id",
+        "spec",
+        "times",
+        "user",
+    }
 
 
 def test_cancelling_a_bucket_s_earliest_session_moves_the_next_deadline(
