@@ -168,7 +168,8 @@ def _drafts_become_sessions() -> bool:
     return type(draft) is Session
 
 
-if not _drafts_become_sessions():  # pragma: no cover - see _session_by_slots
+_DRAFTS_BECOME_SESSIONS = _drafts_become_sessions()
+if not _DRAFTS_BECOME_SESSIONS:  # pragma: no cover - see _session_by_slots
     _session_at = _session_by_slots
 
 
@@ -476,35 +477,51 @@ class Engine:
         expires_at = _floor(wall) + spec.expires_after_s
         deadline = mono + (expires_at - wall)
         bucket = self._buckets.get(expires_at)
-        if bucket is not None and deadline == bucket.last_at:
-            # Sessions made at one instant of a clock (or whose readings agree to the last
-            # bit) share one deadline float: 32 bytes a session, the way sessions of one
-            # second share their bucket's expires_at int.
-            deadline = bucket.last_at
         record: _Record = _new_object(_Record)
         record.id = sid
         record.user = user
         record.times = None  # allocated on the first admission: idle sessions hold no window
         record.created_at = wall
-        record.deadline = deadline
         record.spec = spec
         by_id[sid] = record
         if bucket is None:
+            record.deadline = deadline
             self._buckets[expires_at] = _Bucket(expires_at, record)
             heappush(self._heap, (deadline, expires_at))
         else:
             expires_at = bucket.expires_at  # one int object per second, not one per session
+            last_at = bucket.last_at
+            if deadline == last_at:
+                # Sessions made at one instant of a clock (or whose readings agree to the
+                # last bit) share one deadline float: 32 bytes a session, as the sessions of
+                # one second share their bucket's expires_at int.
+                record.deadline = last_at
+            else:
+                record.deadline = deadline
+                if deadline < bucket.due_at:
+                    bucket.due_at = deadline
+                    if deadline < bucket.heap_key - _REKEY_S:
+                        bucket.heap_key = deadline
+                        heappush(self._heap, (deadline, expires_at))
+                elif deadline > last_at:
+                    bucket.last_at = deadline
             bucket.records.append(record)
             bucket.live += 1
-            if deadline < bucket.due_at:
-                bucket.due_at = deadline
-                if deadline < bucket.heap_key - _REKEY_S:
-                    bucket.heap_key = deadline
-                    heappush(self._heap, (deadline, expires_at))
-            elif deadline > bucket.last_at:
-                bucket.last_at = deadline
         self._active += 1
-        return _session_at(record, _ACTIVE, secret, expires_at)
+        if _DRAFTS_BECOME_SESSIONS:
+            # _session_at spelled out: a call frame less on the hottest creation path.
+            draft: Any = _SessionDraft()
+            draft.id = sid
+            draft.user = user
+            draft.status = _ACTIVE
+            draft.expires_at = expires_at
+            draft.created_at = wall
+            draft.spec = spec
+            draft.client_secret = secret
+            draft.__class__ = Session
+            session: Session = draft
+            return session
+        return _session_at(record, _ACTIVE, secret, expires_at)  # pragma: no cover
 
     # -- the hot path ---------------------------------------------------------------------
 
