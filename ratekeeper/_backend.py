@@ -94,7 +94,9 @@ class Backend(Protocol):
         ...
 
     async def sweep(self, max_items: int) -> list[Expired]:
-        """Flip at most ``max_items`` due sessions to ``expired``; each is returned once."""
+        """Flip due sessions to ``expired`` and return at most ``max_items`` of them; each is
+        returned once. (The in-process engine flips every due session at once and returns
+        the rest from the next calls, each with the lag to its flip.)"""
         ...
 
     async def time_to_next_deadline(self) -> float | None:
