@@ -463,3 +463,20 @@ def test_a_second_due_within_a_millisecond_is_due_at_its_latest(clock: ManualClo
     assert [e.session.id for e in engine.sweep()] == [early.id]
     assert engine.statistics().active == 1
     assert engine.next_deadline() == 10.0005
+
+
+def test_a_purge_is_bounded_by_max_items_like_a_report(clock: ManualClock) -> None:
+    """Sessions whose retention ends together are forgotten ``max_items`` per call; the
+    sweeper is told to come straight back until they are all gone."""
+    engine, _ = _due_clump(clock, 5, retention_s=10)
+    engine.sweep()
+    clock.advance(10)
+    engine.sweep(2)
+    assert engine.statistics().expired == 3
+    deadline = engine.next_deadline()
+    assert deadline is not None
+    assert deadline <= clock.monotonic()
+    engine.sweep(2)
+    engine.sweep(2)
+    assert engine.statistics().expired == 0
+    assert engine.next_deadline() is None
