@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from anyio import WouldBlock
+
 from ._bearer import bearer_token_in as bearer_token
 from ._gate import Gate
-from ._ratelimit_headers import Verdict, encoded_headers
+from ._ratelimit_headers import EncodedHeaders, Verdict, encoded_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,17 +99,31 @@ class RatekeeperMiddleware:
         self.gate = gate
         self._guarded = _path_matcher(paths)
         self._secret_from = secret_from
+        # The last gate whose check_nowait() said it must be awaited.
+        self._awaited_gate: Gate | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""
-        if scope["type"] != "http" or not self._is_guarded(scope):
+        if scope["type"] != "http" or not (
+            self._guarded(scope["path"]) or self._guarded_under_root(scope)
+        ):
             await self.app(scope, receive, send)
             return
         if self._secret_from is not None:
             secret = self._secret_from(scope)
         else:
             secret = bearer_token(scope["headers"])
-        verdict = await self.gate.check(secret)
+        gate = self.gate
+        # An in-memory gate decides without awaiting: no coroutine for the check. A gate
+        # that must be awaited (Redis) says so once and is awaited from then on.
+        if gate is self._awaited_gate:
+            verdict = await gate.check(secret)
+        else:
+            try:
+                verdict = gate.check_nowait(secret)
+            except WouldBlock:
+                self._awaited_gate = gate
+                verdict = await gate.check(secret)
         if not verdict.allowed:
             await _refuse(verdict, send)
             return
@@ -119,33 +135,36 @@ class RatekeeperMiddleware:
         state[DECISION_STATE_KEY] = verdict.decision
         # Built once with the verdict's headers (and, when admitted, shared by every decision
         # with the same limit and remaining): not encoded again here.
-        extra = encoded_headers(verdict)
+        headers = verdict.headers
+        extra = headers.raw if type(headers) is EncodedHeaders else encoded_headers(verdict)
         if not extra:  # failing open: nothing known about the window, nothing to add
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Message) -> None:
+        # Not a coroutine function: it hands back send's own awaitable, so the app's two
+        # sends (start and body) cost no extra coroutine each.
+        def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 own = message.get("headers", ())
-                present = [name.lower() for name, _ in own if name.lower() in _GATE_HEADERS]
-                if present:
-                    headers = [*own, *(pair for pair in extra if pair[0] not in present)]
+                for name, _ in own:
+                    if name.lower() in _GATE_HEADERS:  # the app set one: its own value wins
+                        present = {name.lower() for name, _ in own}
+                        headers = [*own, *(pair for pair in extra if pair[0] not in present)]
+                        break
                 else:
                     headers = [*own, *extra]
                 # A copy: the app may send the same message object again.
                 message = {**message, "headers": headers}
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _is_guarded(self, scope: Scope) -> bool:
-        path: str = scope["path"]
-        if self._guarded(path):
-            return True
+    def _guarded_under_root(self, scope: Scope) -> bool:
         # Under a mount (Starlette's Mount, uvicorn --root-path) ``path`` is the full path and
         # starts with ``root_path``; guarded paths are also matched relative to it, as routes
         # are, so mounting the guarded app under a prefix never lets requests past the gate.
         root: str = scope.get("root_path", "")
+        path: str = scope["path"]
         if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
             return self._guarded(path[len(root) :] or "/")
         return False

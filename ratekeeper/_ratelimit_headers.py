@@ -125,7 +125,7 @@ _WINDOW_DURATION = format_duration(WINDOW_S)
 _WINDOW_WHOLE_S = _whole_seconds_up(WINDOW_S)
 
 
-class _EncodedHeaders(tuple[tuple[str, str], ...]):
+class EncodedHeaders(tuple[tuple[str, str], ...]):
     """``(name, value)`` pairs that also carry their ASGI encoding, made once with them.
 
     Equal to, and used as, the plain tuple of pairs (:attr:`Verdict.headers`); ``raw`` is the
@@ -136,8 +136,8 @@ class _EncodedHeaders(tuple[tuple[str, str], ...]):
     raw: tuple[tuple[bytes, bytes], ...]
 
 
-def _encoded(pairs: Headers) -> _EncodedHeaders:
-    headers = _EncodedHeaders(pairs)
+def _encoded(pairs: Headers) -> EncodedHeaders:
+    headers = EncodedHeaders(pairs)
     headers.raw = tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs)
     return headers
 
@@ -165,7 +165,7 @@ _CACHED_LIMIT_MAX = 1024
 #: ... and the cache holds at most this many ``(limit, remaining)`` entries (emptied when full,
 #: like the ``re`` module's cache): about 1 KB each.
 _CACHE_SIZE = 2048
-_allowed_cache: dict[tuple[int, int], _EncodedHeaders] = {}
+_allowed_cache: dict[tuple[int, int], EncodedHeaders] = {}
 
 
 def _allowed_pairs(limit: int, remaining: int) -> Headers:
@@ -195,24 +195,49 @@ def _allowed_raw(limit: int, remaining: int) -> tuple[tuple[bytes, bytes], ...]:
 
 
 def _allowed_headers(limit: int, remaining: int) -> Headers:
-    """Return the headers of an admitted decision: built once per ``(limit, remaining)``.
+    """Return the headers of an admitted decision, with their ASGI bytes.
 
     An admitted decision's headers depend on nothing else, and a session with the default
-    limit of 10 has only 10 distinct ones, so for small limits they are cached with their
-    ASGI bytes. For larger limits (few repeats) they are built per call, as plain strings;
-    :func:`encoded_headers` then builds the bytes. Safe across threads: a race can only
+    limit of 10 has only 10 distinct ones, so for small limits they are built once and
+    cached. For larger limits (few repeats) they are built per call, the strings and the
+    bytes together from one formatting of ``remaining``. Safe across threads: a race can only
     build the same value twice.
     """
     if limit > _CACHED_LIMIT_MAX:
-        return _allowed_pairs(limit, remaining)
+        return _allowed_uncached(limit, remaining)
     key = (limit, remaining)
     headers = _allowed_cache.get(key)
     if headers is None:
-        headers = _EncodedHeaders(_allowed_pairs(limit, remaining))
+        headers = EncodedHeaders(_allowed_pairs(limit, remaining))
         headers.raw = _allowed_raw(limit, remaining)
         if len(_allowed_cache) >= _CACHE_SIZE:
             _allowed_cache.clear()
         _allowed_cache[key] = headers
+    return headers
+
+
+def _allowed_uncached(limit: int, remaining: int) -> EncodedHeaders:
+    # _allowed_pairs and _allowed_raw in one: the varying two values formatted once, and
+    # encoded (ASCII digits and quotes) rather than formatted again as bytes.
+    (limit_pair, policy_pair, (limit_raw, policy_raw)) = _limit_fields(limit)
+    left = str(remaining)
+    now = _RATELIMIT % remaining
+    headers = EncodedHeaders(
+        (
+            limit_pair,
+            ("x-ratelimit-remaining-requests", left),
+            _RESET_PAIR,
+            policy_pair,
+            ("ratelimit", now),
+        )
+    )
+    headers.raw = (
+        (b"x-ratelimit-limit-requests", limit_raw),
+        (b"x-ratelimit-remaining-requests", left.encode()),
+        _RESET_RAW,
+        (b"ratelimit-policy", policy_raw),
+        (b"ratelimit", now.encode()),
+    )
     return headers
 
 
@@ -286,7 +311,7 @@ def encoded_headers(verdict: Verdict) -> tuple[tuple[bytes, bytes], ...]:
     else the admitted headers built as bytes from the decision, else each pair encoded.
     """
     headers = verdict.headers
-    if type(headers) is _EncodedHeaders:
+    if type(headers) is EncodedHeaders:
         return headers.raw
     decision = verdict.decision
     if verdict.allowed and decision is not None and headers:

@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 import pytest
+from anyio import WouldBlock
 from prometheus_client import CollectorRegistry
 
 from ratekeeper import (
     BackendError,
+    Decision,
     Engine,
     Gate,
     ManualClock,
@@ -20,6 +22,7 @@ from ratekeeper import (
     SessionExpired,
     SessionNotFound,
     UnknownSession,
+    Verdict,
 )
 from ratekeeper._gate import FAIL_OPEN_DECISION
 
@@ -294,3 +297,70 @@ def test_gate_rejects_nonsense_settings(engine: Engine) -> None:
         Gate(engine, sweep_batch=0)
     with pytest.raises(ValueError, match="poll_interval_s"):
         Gate(engine, poll_interval_s=0)
+
+
+# -- check without awaiting ----------------------------------------------------------------
+
+
+def _answer(verdict: Verdict) -> tuple[Any, ...]:
+    """A verdict as a client sees it, and its decision without the (random) session id."""
+    decision = verdict.decision
+    made = None if decision is None else decision._replace(session_id=None)
+    return (verdict.allowed, verdict.status_code, verdict.headers, verdict.error, made)
+
+
+async def test_check_nowait_answers_and_counts_as_check_does(clock: ManualClock) -> None:
+    awaited, direct = Gate(Engine(clock)), Gate(Engine(clock))
+    answers: dict[str, list[tuple[Any, ...]]] = {"check": [], "check_nowait": []}
+    for gate, name in ((awaited, "check"), (direct, "check_nowait")):
+        limited = await gate.create_session("u1", max_requests_per_1_minute=2)
+        cancelled = await gate.create_session("u2")
+        await gate.cancel(cancelled.id)
+        secrets = [limited.client_secret] * 3 + [cancelled.client_secret, "ek_unknown", "", None]
+        for secret in secrets:
+            if name == "check":
+                verdict = await gate.check(secret)
+            else:
+                verdict = gate.check_nowait(secret)
+            answers[name].append(_answer(verdict))
+    assert answers["check"] == answers["check_nowait"]
+    assert [verdict[1] for verdict in answers["check"]] == [200, 200, 429, 401, 401, 401, 401]
+    for outcome in ("allowed", "rate_limited", "cancelled", "unknown_session", "missing_secret"):
+        expected = count(awaited, "ratekeeper_decisions_total", outcome=outcome)
+        assert count(direct, "ratekeeper_decisions_total", outcome=outcome) == expected > 0
+
+
+async def test_check_nowait_would_block_when_the_backend_must_be_awaited(
+    failing_backend: Any,
+) -> None:
+    gate = Gate(failing_backend)
+    with pytest.raises(WouldBlock):
+        gate.check_nowait("ek_anything")
+    assert failing_backend.calls == 0
+    assert count(gate, "ratekeeper_decisions_total", outcome="fail_closed") == 0
+
+
+async def test_an_overridden_admit_or_check_is_never_bypassed(engine: Engine) -> None:
+    """A MemoryBackend whose admit is overridden, or a Gate whose check is, is awaited."""
+    asked: list[str] = []
+
+    class Watched(MemoryBackend):
+        async def admit(self, client_secret: str) -> Decision:
+            asked.append("backend")
+            return await super().admit(client_secret)
+
+    class Noting(Gate):
+        async def check(self, client_secret: str | None) -> Verdict:
+            asked.append("gate")
+            return await super().check(client_secret)
+
+    watched = Gate(Watched(engine))
+    noting = Noting(engine)
+    session = await watched.create_session("u1")
+    assert session.client_secret is not None
+    for gate in (watched, noting):
+        with pytest.raises(WouldBlock):
+            gate.check_nowait(session.client_secret)
+    assert (await watched.check(session.client_secret)).allowed
+    assert (await noting.check(session.client_secret)).allowed
+    assert asked == ["backend", "gate"]

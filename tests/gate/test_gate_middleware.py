@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Mount, Route
 from starlette.types import Scope
 
-from ratekeeper import Gate, ManualClock, RatekeeperMiddleware
+from ratekeeper import Gate, ManualClock, RatekeeperMiddleware, Verdict
 from ratekeeper._bearer import bearer_token_in as bearer_token
 from ratekeeper._middleware import DECISION_STATE_KEY
 
@@ -382,3 +382,62 @@ header_values = st.one_of(
 def test_bearer_token_matches_the_plain_rule(name: bytes, value: bytes) -> None:
     headers = [(b"host", b"example.test"), (name, value)]
     assert bearer_token(headers) == _reference_bearer_token(headers)
+
+
+async def _call(middleware: RatekeeperMiddleware, secret: str | None) -> list[Any]:
+    """One guarded GET of ``/v1/echo`` straight through ASGI; the messages sent back."""
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    headers = [] if secret is None else [(b"authorization", f"Bearer {secret}".encode())]
+    scope = {"type": "http", "method": "GET", "path": "/v1/echo", "headers": headers}
+    await middleware(scope, receive, send)
+    return sent
+
+
+async def test_a_gate_whose_check_is_overridden_answers_every_request(gate: Gate) -> None:
+    """The middleware asks such a gate through its check (as the dev service's faults are)."""
+    asked: list[str | None] = []
+
+    class Noting(Gate):
+        async def check(self, client_secret: str | None) -> Verdict:
+            asked.append(client_secret)
+            return await super().check(client_secret)
+
+    noting = Noting(gate.backend)
+    session = await noting.create_session("u1", max_requests_per_1_minute=1)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = RatekeeperMiddleware(app, gate=noting)
+    statuses = [(await _call(middleware, session.client_secret))[0]["status"] for _ in range(2)]
+    assert statuses == [200, 429]
+    assert asked == [session.client_secret] * 2
+
+
+async def test_an_app_header_in_any_case_wins_and_its_message_is_not_changed(gate: Gate) -> None:
+    session = await gate.create_session("u1")
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"X-RateLimit-Limit-Requests", b"mine")],
+    }
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = await _call(RatekeeperMiddleware(app, gate=gate), session.client_secret)
+    names = [name.lower() for name, _ in sent[0]["headers"]]
+    assert names.count(b"x-ratelimit-limit-requests") == 1
+    assert (b"X-RateLimit-Limit-Requests", b"mine") in sent[0]["headers"]
+    assert {b"x-ratelimit-remaining-requests", b"ratelimit"} <= set(names)
+    assert start["headers"] == [(b"X-RateLimit-Limit-Requests", b"mine")]
+    assert sent[1] == {"type": "http.response.body", "body": b"ok"}
