@@ -11,7 +11,10 @@ admitted, so this measures the admitted path.
 With ``--baseline-src PATH`` (a checkout of older code), two more servers run that code
 (``PYTHONPATH=PATH``) and all four are driven in alternation, so the old and new ratios come
 from the same run; ``--in-process`` also times both apps called straight through ASGI (no
-sockets), old and new alternating in child processes.
+sockets), old and new alternating in child processes. ``--floor`` adds a server of the bare
+app whose responses carry the same five rate-limit headers with no gate at all: what the
+headers alone cost (uvicorn validates and writes each), the best ratio any guard that sends
+them can reach.
 
 Run: ``.venv/bin/python benchmarks/middleware_load.py`` (``--help`` for options), e.g.
 ``--baseline-src /work/base --in-process``.
@@ -77,12 +80,42 @@ def build_app(guarded: bool, sessions: int = 1, limit: int = 10**9) -> Any:
     return RatekeeperMiddleware(app, gate=gate, paths=["/v1"]) if guarded else app
 
 
+def with_static_headers(app: Any, limit: int) -> Any:
+    """Return ``app`` whose responses carry the five admitted rate-limit headers, no gate.
+
+    The ``--floor`` contender: what the headers alone cost on the wire (uvicorn checks and
+    writes each one), with the values of a session of ``limit`` near the start of its window
+    and the cheapest way of adding them (a plain function around ``send``).
+    """
+    from ratekeeper._ratelimit_headers import rate_limit_headers
+
+    extra = [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in rate_limit_headers(limit, limit - 1, 60.0)
+    ]
+
+    async def headers_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        def send_with_headers(message: Any) -> Any:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            return send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return headers_app
+
+
 def serve(kind: str, port: int, sessions: int, limit: int) -> None:
-    """Child process: serve the bare or guarded app on 127.0.0.1:port until killed."""
+    """Child process: serve the bare, guarded or headers-only app on 127.0.0.1:port."""
     import uvicorn
 
+    app = build_app(kind == "guarded", sessions, limit)
     uvicorn.run(
-        build_app(kind == "guarded", sessions, limit),
+        with_static_headers(app, limit) if kind == "headers" else app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -115,8 +148,8 @@ def child_env(src: str | None) -> dict[str, str] | None:
 @contextlib.contextmanager
 def server(
     kind: str, src: str | None = None, sessions: int = 1, limit: int = 10**9
-) -> Iterator[tuple[int, list[str]]]:
-    """Start one server process; yield (port, secrets); stop it."""
+) -> Iterator[tuple[int, list[str], int]]:
+    """Start one server process; yield (port, secrets, pid); stop it."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -140,7 +173,7 @@ def server(
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
                 break
             time.sleep(0.05)
-        yield port, secrets
+        yield port, secrets, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -316,7 +349,7 @@ def in_process(contenders: dict[str, str | None], rounds: int, calls: int) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", choices=["bare", "guarded"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["bare", "guarded", "headers"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--sessions", type=int, default=1, help="sessions the load spreads over (default 1)"
@@ -341,6 +374,12 @@ def main() -> None:
     parser.add_argument(
         "--in-process", action="store_true", help="also time the apps in process (no server)"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also serve the bare app with the five rate-limit headers added and no gate "
+        "(this checkout): the ratio no guard that sends those headers can beat",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.sessions, args.limit)
@@ -354,21 +393,35 @@ def main() -> None:
     if args.baseline_src:
         contenders = {"baseline": args.baseline_src, **contenders}
     rates: dict[tuple[str, str], list[float]] = {}
+    cpu_us: dict[tuple[str, str], list[float]] = {}
     with contextlib.ExitStack() as stack:
         servers = {
             (name, kind): stack.enter_context(server(kind, src, args.sessions, args.limit))
             for name, src in contenders.items()
             for kind in ("bare", "guarded")
         }
-        for port, secrets in servers.values():
+        if args.floor:
+            servers["this checkout", "headers"] = stack.enter_context(
+                server("headers", None, args.sessions, args.limit)
+            )
+        for port, secrets, _ in servers.values():
             load(port, secrets, 1.0, args.connections)  # warm-up, not recorded
         for _ in range(args.rounds):
-            for key, (port, secrets) in servers.items():
+            for key, (port, secrets, pid) in servers.items():
+                used = cpu_seconds(pid)
                 rate, bad = load(port, secrets, args.seconds, args.connections)
+                used = cpu_seconds(pid) - used
                 if bad:
                     raise RuntimeError(f"{key}: {bad} responses were not 200")
                 rates.setdefault(key, []).append(rate)
-                print(f"  {key[0]:14s} {key[1]:8s} {rate:10.0f} req/s", flush=True)
+                # Server CPU (user + system) per request: less disturbed than req/s by other
+                # work on a shared machine, which takes CPU 0 away from the server.
+                cpu_us.setdefault(key, []).append(used / (rate * args.seconds) * 1e6)
+                print(
+                    f"  {key[0]:14s} {key[1]:8s} {rate:10.0f} req/s "
+                    f"{cpu_us[key][-1]:6.1f} CPU µs/request",
+                    flush=True,
+                )
     print(
         f"\nload: {tool}, {args.connections} connections, {args.rounds} x {args.seconds:g} s, "
         f"{args.sessions} session(s) of limit {args.limit}"
@@ -384,8 +437,49 @@ def main() -> None:
             f"| {statistics.median(guarded):,.0f} ({min(guarded):,.0f}-{max(guarded):,.0f}) "
             f"| {statistics.median(ratios):.1%} ({min(ratios):.1%}-{max(ratios):.1%}) |"
         )
+    if args.floor:
+        bare, headers = rates[("this checkout", "bare")], rates[("this checkout", "headers")]
+        ratios = [h / b for h, b in zip(headers, bare, strict=True)]
+        print(
+            f"| headers only, no gate (floor) | | {statistics.median(headers):,.0f} "
+            f"({min(headers):,.0f}-{max(headers):,.0f}) "
+            f"| {statistics.median(ratios):.1%} ({min(ratios):.1%}-{max(ratios):.1%}) |"
+        )
+    print(
+        "\nserver CPU (user + system) per request, µs: median (min-max); the guard's cost is "
+        "the difference from unguarded\n"
+    )
+    print("| code | unguarded | guarded | added by the guard |")
+    print("|---|---:|---:|---:|")
+    rows = [(name, (name, "guarded")) for name in contenders]
+    if args.floor:
+        rows.append(("headers only, no gate (floor)", ("this checkout", "headers")))
+    for label, key in rows:
+        bare, other = cpu_us[(key[0], "bare")], cpu_us[key]
+        added = [o - b for o, b in zip(other, bare, strict=True)]
+        print(
+            f"| {label} | {_spread(bare, '.1f')} | {_spread(other, '.1f')} "
+            f"| {_spread(added, '+.1f')} |"
+        )
     if args.in_process:
         in_process(contenders, args.rounds, args.calls)
+
+
+def _spread(values: list[float], spec: str) -> str:
+    return (
+        f"{format(statistics.median(values), spec)} "
+        f"({format(min(values), spec)}-{format(max(values), spec)})"
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (0.0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
