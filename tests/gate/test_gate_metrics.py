@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import prometheus_client.metrics
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ratekeeper import Gate, ManualClock, metrics_app
+from ratekeeper._metrics import DecisionCounter
 
 from ._server import serving
 
@@ -185,3 +187,50 @@ async def test_check_session_admits_counts_and_returns_the_session(gate: Gate) -
     assert got[(outcome, (("outcome", "allowed"),))] == 1
     assert got[(outcome, (("outcome", "rate_limited"),))] == 1
     assert got[(outcome, (("outcome", "missing_secret"),))] == 1
+
+
+# -- ratekeeper_decisions_total: plain counts, exported as a Counter exports them ------------
+
+
+def _exposition_without_created_values(registry: CollectorRegistry) -> list[str]:
+    lines = generate_latest(registry).decode().splitlines()
+    return [line.rsplit(" ", 1)[0] if "_created{" in line else line for line in lines]
+
+
+@pytest.mark.parametrize("created", [True, False])
+def test_decision_counts_are_exported_exactly_as_a_prometheus_counter_exports_them(
+    created: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prometheus_client.metrics, "_use_created", created)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    counter = DecisionCounter(ours)
+    reference = Counter(
+        "ratekeeper_decisions",
+        "Admission decisions made by the gate, by outcome.",
+        ["outcome"],
+        registry=theirs,
+    )
+    for metric in (counter, reference):
+        metric.labels(outcome="allowed").inc()
+        metric.labels("allowed").inc(2.5)
+        metric.labels(outcome="rate_limited")
+        metric.labels(outcome="injected_expired").inc()
+    assert _exposition_without_created_values(ours) == _exposition_without_created_values(theirs)
+    assert counter.labels(outcome="allowed").get() == 3.5
+    assert ("_created{" in generate_latest(ours).decode()) is created
+
+
+def test_decision_counts_refuse_what_a_counter_refuses() -> None:
+    counter = DecisionCounter(CollectorRegistry())
+    with pytest.raises(ValueError, match="non-negative"):
+        counter.labels(outcome="allowed").inc(-1)
+    with pytest.raises(ValueError, match="label names"):
+        counter.labels(reason="allowed")
+    with pytest.raises(ValueError, match="label count"):
+        counter.labels("a", "b")
+    with pytest.raises(ValueError, match="both"):
+        counter.labels("a", outcome="b")
+    registry = CollectorRegistry()
+    DecisionCounter(registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        DecisionCounter(registry)  # one family per registry, as for a Counter
