@@ -48,13 +48,13 @@ from ..store import ConversationStore, store_from_url
 from ._admission import admit
 from ._auth import ApiKeys, announce_generated_key, new_api_key
 from ._cors import with_cors
-from ._http_metrics import HttpMetrics, HttpMetricsMiddleware, register_process_metrics
+from ._http_metrics import HttpMetrics, register_process_metrics
 from ._logs import install_redaction
 from ._metrics_listener import MetricsListener
-from ._request_middleware import RequestIdMiddleware
+from ._request_middleware import ServiceMiddleware
 from ._responses import exception_handlers
 from ._service_context import ServiceContext
-from ._sessions import cancel_session, create_session
+from ._sessions import SessionCreation, cancel_session
 from ._settings import ServerSettings, SettingsError, default_data_dir
 from ._thread_routes import list_thread_items, list_threads, thread_resource
 
@@ -302,7 +302,12 @@ def create_app(
     if settings.cors_origins:
         session_routes = [with_cors(route, settings.cors_origins) for route in session_routes]
     routes: list[BaseRoute] = [
-        Route("/v1/chatkit/sessions", create_session, methods=["POST"]),
+        Route(
+            "/v1/chatkit/sessions",
+            SessionCreation(context),
+            methods=["POST"],
+            name="create_session",
+        ),
         Route("/v1/chatkit/sessions/{session_id}/cancel", cancel_session, methods=["POST"]),
         Route("/v1/chatkit/threads", list_threads, methods=["GET"]),
         Route("/v1/chatkit/threads/{thread_id}", thread_resource, methods=["GET", "DELETE"]),
@@ -320,10 +325,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        # Outermost of ours: it times the whole request and sees the final status.
+        # Outermost of ours: it times the whole request and sees the final status, and gives
+        # the request its id (HttpMetricsMiddleware around RequestIdMiddleware, in one layer).
         middleware=[
-            Middleware(HttpMetricsMiddleware, http_metrics),
-            Middleware(RequestIdMiddleware),
+            Middleware(ServiceMiddleware, http_metrics),
             *([dev.middleware()] if dev is not None else []),
         ],
         exception_handlers=exception_handlers(),

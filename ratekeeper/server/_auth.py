@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from starlette.requests import Request
 
@@ -91,7 +91,11 @@ class ApiKeys:
 
     def require(self, request: Request) -> None:
         """Return if the request carries a valid API key, else raise a 401 :class:`ApiError`."""
-        token = bearer_token(request)
+        self.require_token(bearer_token(request))
+
+    def require_token(self, token: str | None) -> None:
+        """:meth:`require` for the token of the request's ``Authorization`` header (``None``:
+        none, or not ``Bearer``)."""
         if token is None:
             raise ApiError(
                 401,
@@ -125,7 +129,13 @@ def check_beta(request: Request) -> None:
 
     The header may list several betas separated by commas, as OpenAI accepts.
     """
-    values = request.headers.getlist("openai-beta")
+    check_beta_values(request.headers.getlist("openai-beta"))
+
+
+def check_beta_values(values: Sequence[str]) -> None:
+    """:func:`check_beta` for the values of the request's ``OpenAI-Beta`` headers, in order."""
+    if len(values) == 1 and values[0] == BETA_HEADER_VALUE:
+        return  # what the SDKs send: the same answer as below, with less work
     tokens = {token.strip() for value in values for token in value.split(",")}
     if BETA_HEADER_VALUE in tokens:
         return

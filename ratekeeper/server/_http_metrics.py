@@ -103,7 +103,8 @@ class HttpMetrics:
         child.observe(seconds)
 
 
-def _route_of(scope: Scope) -> str:
+def route_of(scope: Scope) -> str:
+    """The ``route`` label of the request of ``scope``: its route's template, or ``unmatched``."""
     # Starlette's router puts the matched route (also a partial match, i.e. a 405) in the
     # scope it was given, which is the one this middleware passed down.
     route = scope.get("route")
@@ -112,7 +113,7 @@ def _route_of(scope: Scope) -> str:
 
 
 #: Methods kept as label values; anything else is ``other``, so a client cannot make series.
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class HttpMetricsMiddleware:
@@ -135,7 +136,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        method = scope["method"] if scope["method"] in _METHODS else "other"
+        method = scope["method"] if scope["method"] in METHODS else "other"
         status: int | None = None
         metrics = self.metrics
 
@@ -143,13 +144,13 @@ class HttpMetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                metrics.count(_route_of(scope), method, status)
+                metrics.count(route_of(scope), method, status)
             await send(message)
 
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            route = _route_of(scope)
+            route = route_of(scope)
             if status is None:  # raised (or was cancelled) before answering
                 metrics.count(route, method, 500)
             metrics.observe(route, method, time.perf_counter() - started)

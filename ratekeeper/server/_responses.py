@@ -19,6 +19,7 @@ import pydantic_core
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Send
 
 from .._http_errors import ANSWERS, ErrorAnswer, answer_for, error_response
 from .._redact import SHAPES, Redactor
@@ -143,3 +144,20 @@ def json_response(content: Any) -> Response:
     ``json.dumps`` writes ``1e+16``); both are JSON for the same number.
     """
     return _JsonBytes(pydantic_core.to_json(content))
+
+
+async def send_json(send: Send, content: Any) -> None:
+    """Send what :func:`json_response` of ``content`` sends (its two messages, the same
+    headers and bytes), from a plain ASGI endpoint."""
+    body = pydantic_core.to_json(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", b"%d" % len(body)),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

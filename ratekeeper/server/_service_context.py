@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
+from starlette.types import Scope
 
+from .._bearer import bearer_token_in
 from .._gate import Gate
 from .._redact import SHAPES, Redactor
 from .._tokens import AttachmentTokens
 from ..store import ConversationStore
-from ._auth import ApiKeys, check_beta
+from ._auth import ApiKeys, check_beta, check_beta_values
 from ._settings import ServerSettings
 
 
@@ -53,3 +55,14 @@ class ServiceContext:
         self.api_keys.require(request)
         if not self.settings.allow_missing_beta_header:
             check_beta(request)
+
+    def authorize_scope(self, scope: Scope) -> None:
+        """:meth:`authorize` for an HTTP request's ASGI scope: the same checks and answers,
+        without building a :class:`~starlette.requests.Request` and its headers."""
+        headers = scope["headers"]
+        self.api_keys.require_token(bearer_token_in(headers))
+        if not self.settings.allow_missing_beta_header:
+            # As Starlette's ``headers.getlist`` reads them: the name as sent, in lower case.
+            check_beta_values(
+                [value.decode("latin-1") for name, value in headers if name == b"openai-beta"]
+            )

@@ -12,12 +12,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .._http_errors import ApiError
-from .._json_body import read_json_body
+from .._json_body import read_json_body, receive_json_body
 from .._types import Session, Workflow
 from ._models import parse_create_session
-from ._responses import json_response
+from ._responses import json_response, send_json
 from ._service_context import ServiceContext
 
 #: ``client_secret`` of a session returned by cancel: only a hash of the secret is kept.
@@ -79,6 +80,31 @@ async def create_session(request: Request) -> Response:
     parsed = parse_create_session(await read_json_body(request, ctx.settings.max_body_bytes))
     session = await ctx.gate.create_session(parsed.user, parsed.to_spec())
     return json_response(session_json(session))
+
+
+class SessionCreation:
+    """:func:`create_session` as a plain ASGI endpoint of one service: the same checks, errors
+    and response, without Starlette's per-request wrappers (a ``Request``, its headers, a
+    ``Response`` object, and a second layer of exception handling: whatever it raises is
+    answered by the app's handlers, as the route's would be).
+
+    The route the service serves; the busiest of its REST surface. Holds only its service's
+    context, so safe to share across threads.
+    """
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Create a ChatKit session (``CreateChatSessionMethod``)."""
+        ctx = self.context
+        ctx.authorize_scope(scope)
+        body = await receive_json_body(scope, receive, ctx.settings.max_body_bytes)
+        parsed = parse_create_session(body)
+        session = await ctx.gate.create_session(parsed.user, parsed.to_spec())
+        await send_json(send, session_json(session))
 
 
 async def cancel_session(request: Request) -> Response:
