@@ -18,6 +18,7 @@ Routes::
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -388,6 +389,19 @@ def _attachment_tokens(settings: ServerSettings, *, owned: bool) -> AttachmentTo
         ) from None
 
 
+def freeze_startup_heap() -> None:
+    """Take every object alive now out of the cyclic garbage collector's sight (``gc.freeze``).
+
+    For a process whose job is serving, called once the app is built: the modules, the app and
+    the models then live in the permanent generation, and a full collection walks only what
+    was made since (the sessions, the requests in flight) instead of every object of startup
+    too. Without it a full collection in a serving process took about 0.1 s, time no request
+    was answered. Nothing is freed that would have been: what is alive now stays alive.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> Starlette:
     """Build the service from ``RATEKEEPER_*`` variables: the uvicorn factory for workers.
 
@@ -399,4 +413,6 @@ def app_from_env() -> Starlette:
         from ._dev import DEV_WARNING
 
         _logger.warning("%s", DEV_WARNING)
-    return create_app(settings)
+    app = create_app(settings)
+    freeze_startup_heap()  # each worker process is one that serves
+    return app

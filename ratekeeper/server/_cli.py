@@ -230,7 +230,7 @@ def endpoints_announcement(metrics_port: int | None = None) -> str:
 def _serve(settings: ServerSettings) -> None:
     import uvicorn
 
-    from ._app import create_app
+    from ._app import create_app, freeze_startup_heap
     from ._auth import announce_generated_key, new_api_key
     from ._logs import uvicorn_log_config
     from ._protocol import ConnectionLimits, LimitedHTTPProtocol
@@ -269,7 +269,9 @@ def _serve(settings: ServerSettings) -> None:
         ),
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        app = create_app(settings)
+        freeze_startup_heap()  # this process serves from now on
+        uvicorn.run(app, **common)
         return
     os.environ.update(settings.to_env())
     uvicorn.run(
