@@ -44,7 +44,11 @@ from typing import Any
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from .._ratelimit_headers import error_body
@@ -149,6 +153,77 @@ def _error_bytes(
     return b"".join(parts)
 
 
+class _HeadBuffer:
+    """What a request's cycle writes through: the connection's transport, except that the
+    head of a response with a body is held until the body's first piece and written with it,
+    in one write (one ``send`` system call and one TCP segment instead of two).
+
+    A held head is written before anything else the cycle writes, and before the cycle closes
+    the connection, so no byte is lost or reordered. One per connection (its cycles answer one
+    after the other); event-loop bound.
+    """
+
+    __slots__ = ("held", "hold", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+        self.hold = False  # set by the cycle around the write of a head that may be held
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held + data)
+        elif self.hold:
+            self.hold = False
+            self.held = data
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
+class _OneWriteCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, writing a response's head with its body's first
+    piece when the head declares a ``content-length`` and a body follows (the answers of the
+    REST surface). Every other head (chunked, such as a streamed ChatKit answer; ``HEAD``;
+    an empty body) is written at once, as uvicorn writes it. Its transport is the
+    connection's :class:`_HeadBuffer`."""
+
+    transport: _HeadBuffer  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        if self.response_started or self.disconnected or message["type"] != "http.response.start":
+            await RequestResponseCycle.send(self, message)
+            return
+        if self.flow.write_paused:  # waited for here, not while the head may be held
+            await self.flow.drain()
+        buffer = self.transport
+        buffer.hold = True
+        try:
+            await RequestResponseCycle.send(self, message)
+        finally:
+            buffer.hold = False
+        if buffer.held is not None and (
+            self.chunked_encoding
+            or self.expected_content_length == 0
+            or self.scope["method"] == "HEAD"
+        ):
+            buffer.flush()
+
+
 class LimitedHTTPProtocol(HttpToolsProtocol):
     """uvicorn's ``HttpToolsProtocol`` with the limits of :class:`ConnectionLimits`.
 
@@ -191,6 +266,7 @@ class LimitedHTTPProtocol(HttpToolsProtocol):
         self._body_idle_ticks = 0
         self._body_timer: asyncio.TimerHandle | None = None
         self._rejected = False
+        self._head_buffer: _HeadBuffer | None = None
 
     # Connections
 
@@ -311,7 +387,16 @@ class LimitedHTTPProtocol(HttpToolsProtocol):
             self._head_timer = None
         self._registry.idle.pop(self, None)
         self._body_pending = True
+        previous = self.cycle
         HttpToolsProtocol.on_headers_complete(self)  # not super(): cheaper, on every request
+        cycle = self.cycle
+        if cycle is not previous and type(cycle) is RequestResponseCycle:
+            # Its task has not run yet: from its first step it writes through the buffer.
+            buffer = self._head_buffer
+            if buffer is None or buffer.transport is not self.transport:
+                buffer = self._head_buffer = _HeadBuffer(self.transport)
+            cycle.__class__ = _OneWriteCycle
+            cycle.transport = buffer  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._body_pending = False
