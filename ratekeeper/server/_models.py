@@ -156,7 +156,30 @@ class CreateSessionRequest(_Strict):
 
     def to_spec(self) -> SessionSpec:
         """Return the :class:`~ratekeeper.SessionSpec` the body asks for, every default
-        resolved (``expires_after.seconds`` 600, ``max_requests_per_1_minute`` 10...)."""
+        resolved (``expires_after.seconds`` 600, ``max_requests_per_1_minute`` 10...).
+
+        A body of ``user`` and a plain ``workflow`` only (an id, perhaps a version and
+        tracing: what most creations send) gets a spec shared with the other creations of
+        that workflow: specs are immutable, and the engine shares them alike.
+        """
+        workflow = self.workflow
+        if (
+            self.model_fields_set == _USER_AND_WORKFLOW
+            and workflow.state_variables is None
+            and len(workflow.id) <= _SHARED_ID_LENGTH
+            and (workflow.version is None or len(workflow.version) <= _SHARED_ID_LENGTH)
+        ):
+            key = (workflow.id, workflow.version, workflow.tracing.enabled)
+            spec = _SHARED_SPECS.get(key)
+            if spec is None:
+                spec = self._spec()
+                if len(_SHARED_SPECS) >= _SHARED_SPECS_MAX:
+                    _SHARED_SPECS.clear()  # a bound on memory; refilled by what is created
+                _SHARED_SPECS[key] = spec
+            return spec
+        return self._spec()
+
+    def _spec(self) -> SessionSpec:
         configuration = self.chatkit_configuration
         upload = configuration.file_upload
         history = configuration.history
@@ -175,6 +198,14 @@ class CreateSessionRequest(_Strict):
 
 
 _validate = CreateSessionRequest.__pydantic_validator__.validate_python
+
+_USER_AND_WORKFLOW = frozenset({"user", "workflow"})
+# The specs of bodies that name only a user and a workflow, by workflow (id, version,
+# tracing). Bounded in entries and in the length of the strings kept; a lost race between
+# threads only builds an equal spec twice.
+_SHARED_SPECS: dict[tuple[str, str | None, bool], SessionSpec] = {}
+_SHARED_SPECS_MAX = 1024
+_SHARED_ID_LENGTH = 256
 
 
 def parse_json(body: bytes) -> Any:

@@ -197,3 +197,33 @@ def test_pydantic_stays_at_the_edge() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "workflow",
+    [
+        {"id": "wf"},
+        {"id": "wf", "version": "3"},
+        {"id": "wf", "tracing": {"enabled": False}},
+        {"id": "wf", "state_variables": {"a": 1}},
+        {"id": "w" * 300},
+        {"id": "wf", "version": "v" * 300},
+    ],
+)
+@pytest.mark.parametrize(
+    "rest",
+    [{}, {"rate_limits": {"max_requests_per_1_minute": 3}}, {"chatkit_configuration": {}}],
+)
+def test_a_spec_is_shared_only_where_it_is_the_spec_the_body_asks_for(
+    workflow: dict[str, Any], rest: dict[str, Any]
+) -> None:
+    """Bodies of a user and a plain workflow share one spec per workflow; every spec equals
+    the one built afresh from its body, shared or not."""
+    specs = [
+        parse_create_session(json.dumps({"user": user, "workflow": workflow, **rest}).encode())
+        for user in ("u1", "u2")
+    ]
+    for parsed in specs:
+        assert parsed.to_spec() == parsed._spec()
+    plain = not rest and "state_variables" not in workflow and len(json.dumps(workflow)) < 200
+    assert (specs[0].to_spec() is specs[1].to_spec()) is plain
