@@ -567,3 +567,18 @@ def test_help_says_what_a_switch_leaves_on_by_default(capsys: pytest.CaptureFixt
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: access log on)" in text
     assert "(default: redis cluster off)" in text
+
+
+def test_a_serving_process_freezes_its_startup_heap() -> None:
+    """``ratekeeper serve`` (and each worker's ``app_from_env``) moves what startup made out of
+    the collector's sight; run in a process of its own, since the freeze is process-wide."""
+    code = (
+        "import gc, os\n"
+        "os.environ['RATEKEEPER_API_KEYS'] = 'rk-freeze-test'\n"
+        "os.environ['RATEKEEPER_STORE'] = 'memory'\n"
+        "from ratekeeper.server._app import app_from_env\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "app_from_env()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
