@@ -327,7 +327,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         # Outermost of ours: it times the whole request and sees the final status, and gives
-        # the request its id (HttpMetricsMiddleware around RequestIdMiddleware, in one layer).
+        # the request its id.
         middleware=[
             Middleware(ServiceMiddleware, http_metrics),
             *([dev.middleware()] if dev is not None else []),

@@ -78,7 +78,7 @@ class RecentRequests:
 
 
 class RecentRequestsMiddleware:
-    """Pure ASGI middleware filling :class:`RecentRequests` (inside ``RequestIdMiddleware``).
+    """Pure ASGI middleware filling :class:`RecentRequests` (inside ``ServiceMiddleware``).
 
     A request is logged when its response starts (a stream is in the log before it ends), or
     as a 500 when the app raised first. Other scope types pass through.

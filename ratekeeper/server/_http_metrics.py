@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import time
 from typing import Any
 
 from prometheus_client import (
@@ -20,7 +19,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from .._metrics import DURATION_STEPS_S
 
@@ -114,43 +113,3 @@ def route_of(scope: Scope) -> str:
 
 #: Methods kept as label values; anything else is ``other``, so a client cannot make series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class HttpMetricsMiddleware:
-    """Count and time every HTTP request by route template (pure ASGI, streaming-safe).
-
-    The request is counted when its response starts (then its status is known) and its
-    duration observed when the response ends, so a streamed answer is timed in full. A request
-    whose app raised before answering is counted as a 500 (Starlette's outermost middleware
-    answers it). Other scope types pass through. Stateless apart from thread-safe collectors,
-    so safe to share across threads.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app, recording the response's status and total duration."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        method = scope["method"] if scope["method"] in METHODS else "other"
-        status: int | None = None
-        metrics = self.metrics
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                metrics.count(route_of(scope), method, status)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_counted)
-        finally:
-            route = route_of(scope)
-            if status is None:  # raised (or was cancelled) before answering
-                metrics.count(route, method, 500)
-            metrics.observe(route, method, time.perf_counter() - started)

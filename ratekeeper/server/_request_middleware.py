@@ -59,52 +59,21 @@ def _request_id_for(scope: Scope) -> str:
     return "req_" + os.urandom(16).hex()  # 128 random bits, without building a UUID object
 
 
-class RequestIdMiddleware:
-    """Give every HTTP response an ``x-request-id`` header, and every log line of the request.
-
-    The id is the request's own ``x-request-id`` when well formed (at most 128 characters of
-    ``A-Za-z0-9._:-``, not shaped like a client secret or an API key), else ``req_`` and 32
-    hex digits. It is put in the scope under
-    :data:`~ratekeeper.server._responses.REQUEST_ID_KEY`, so error handlers running outside this
-    middleware can add it too, and in :data:`current_request` for the log filter. Other scope
-    types pass through untouched. Stateless, so safe to share across threads.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app with ``send`` wrapped to add the header to the response start."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id_for(scope)
-        scope[REQUEST_ID_KEY] = request_id
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = current_request.set(RequestLog(request_id, time.perf_counter()))
-        await self.app(scope, receive, send_with_id)
-        # Not reset when the app raises: the server-error handler's 500, its access line and
-        # the server's error line come after, in this same task (uvicorn runs each request in
-        # a task of its own, so the value goes no further).
-        current_request.reset(token)
-
-
 class ServiceMiddleware:
-    """:class:`~ratekeeper.server._http_metrics.HttpMetricsMiddleware` around
-    :class:`RequestIdMiddleware`, as one layer: the service's own.
+    """The service's own middleware: it times and counts every HTTP request (by route template)
+    and gives it a request id, as one layer.
 
-    Does exactly what the two do nested, that way round (the request is timed from its arrival
-    and counted when its response starts, with the status it has; a request whose app raised
-    before answering is counted as a 500; the response gets its ``x-request-id``; the id is in
-    the scope and in :data:`current_request`), with one coroutine and one wrapper of ``send``
-    per request instead of two of each. Other scope types pass through. Stateless apart from
-    thread-safe collectors, so safe to share across threads.
+    The request is timed from its arrival to its response's end (a streamed answer is timed
+    in full) and counted when its response starts, with the status it has; a request whose app
+    raised before answering is counted as a 500 (Starlette's outermost middleware answers it).
+    The id is the request's own ``x-request-id`` when well formed (at most 128 characters of
+    ``A-Za-z0-9._:-``, not shaped like a client secret or an API key), else ``req_`` and 32 hex
+    digits; the response gets it as ``x-request-id``, and it is put in the scope under
+    :data:`~ratekeeper.server._responses.REQUEST_ID_KEY` (so error handlers running outside
+    this middleware can add it too) and in :data:`current_request` for the log filter. One
+    coroutine and one wrapper of ``send`` per request (it replaced two nested middlewares).
+    Other scope types pass through. Stateless apart from thread-safe collectors, so safe to
+    share across threads.
     """
 
     __slots__ = ("app", "metrics")
@@ -139,7 +108,9 @@ class ServiceMiddleware:
         token = current_request.set(RequestLog(request_id, started))
         try:
             await self.app(scope, receive, send_with_id)
-            # Not reset when the app raises: see RequestIdMiddleware.
+            # Not reset when the app raises: the server-error handler's 500, its access line
+            # and the server's error line come after, in this same task (uvicorn runs each
+            # request in a task of its own, so the value goes no further).
             current_request.reset(token)
         finally:
             route = route_of(scope)

@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ratekeeper.server._http_metrics import HttpMetrics, HttpMetricsMiddleware
+from ratekeeper.server._http_metrics import HttpMetrics
+from ratekeeper.server._request_middleware import ServiceMiddleware
 
 from .conftest import Live, serve
 
@@ -129,7 +130,7 @@ def _middleware_app(release: threading.Event) -> tuple[Starlette, CollectorRegis
             Route("/stream/{stream_id}", stream),
             Route("/boom", boom),
         ],
-        middleware=[Middleware(HttpMetricsMiddleware, HttpMetrics(registry))],
+        middleware=[Middleware(ServiceMiddleware, HttpMetrics(registry))],
     )
     return app, registry
 

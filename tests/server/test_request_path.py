@@ -2,15 +2,16 @@
 
 ``POST /v1/chatkit/sessions`` is served by :class:`SessionCreation` (a plain ASGI endpoint)
 rather than the request handler :func:`create_session` through Starlette's wrappers; every
-request passes one :class:`ServiceMiddleware` rather than ``HttpMetricsMiddleware`` around
-``RequestIdMiddleware``; the API key and the beta header are checked on the raw scope by
-``ServiceContext.authorize_scope`` rather than on a ``Request``. Each pair is driven alike
-here and must answer alike: status, headers, body, metrics, request ids.
+request passes one :class:`ServiceMiddleware` rather than the two nested middlewares it
+replaced (kept below as the reference); the API key and the beta header are checked on the
+raw scope by ``ServiceContext.authorize_scope`` rather than on a ``Request``. Each pair is
+driven alike here and must answer alike: status, headers, body, metrics, request ids.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,14 +20,15 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ratekeeper._http_errors import ApiError
 from ratekeeper.server import ServerSettings, ServiceContext, create_app
-from ratekeeper.server._http_metrics import HttpMetrics, HttpMetricsMiddleware
+from ratekeeper.server._http_metrics import METHODS, HttpMetrics, route_of
 from ratekeeper.server._request_middleware import (
-    RequestIdMiddleware,
+    RequestLog,
     ServiceMiddleware,
+    _request_id_for,
     current_request,
 )
 from ratekeeper.server._responses import REQUEST_ID_KEY
@@ -137,6 +139,85 @@ def test_authorize_scope_checks_as_authorize() -> None:
             assert _outcome(context.authorize, Request(scope)) == _outcome(
                 context.authorize_scope, scope
             ), scope_headers
+
+
+# -- the reference: the two middlewares ServiceMiddleware replaced, as they were ---------------
+
+
+class RequestIdMiddleware:
+    """Give every HTTP response an ``x-request-id`` header, and every log line of the request.
+
+    The id is the request's own ``x-request-id`` when well formed (at most 128 characters of
+    ``A-Za-z0-9._:-``, not shaped like a client secret or an API key), else ``req_`` and 32
+    hex digits. It is put in the scope under
+    :data:`~ratekeeper.server._responses.REQUEST_ID_KEY`, so error handlers running outside this
+    middleware can add it too, and in :data:`current_request` for the log filter. Other scope
+    types pass through untouched. Stateless, so safe to share across threads.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with ``send`` wrapped to add the header to the response start."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id_for(scope)
+        scope[REQUEST_ID_KEY] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = current_request.set(RequestLog(request_id, time.perf_counter()))
+        await self.app(scope, receive, send_with_id)
+        # Not reset when the app raises: the server-error handler's 500, its access line and
+        # the server's error line come after, in this same task (uvicorn runs each request in
+        # a task of its own, so the value goes no further).
+        current_request.reset(token)
+
+
+class HttpMetricsMiddleware:
+    """Count and time every HTTP request by route template (pure ASGI, streaming-safe).
+
+    The request is counted when its response starts (then its status is known) and its
+    duration observed when the response ends, so a streamed answer is timed in full. A request
+    whose app raised before answering is counted as a 500 (Starlette's outermost middleware
+    answers it). Other scope types pass through. Stateless apart from thread-safe collectors,
+    so safe to share across threads.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, recording the response's status and total duration."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        status: int | None = None
+        metrics = self.metrics
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                metrics.count(route_of(scope), method, status)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            route = route_of(scope)
+            if status is None:  # raised (or was cancelled) before answering
+                metrics.count(route, method, 500)
+            metrics.observe(route, method, time.perf_counter() - started)
 
 
 def _middleware_pair() -> Iterator[tuple[str, Any, CollectorRegistry]]:
