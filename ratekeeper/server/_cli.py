@@ -232,7 +232,7 @@ def _serve(settings: ServerSettings) -> None:
 
     from ._app import create_app, freeze_startup_heap
     from ._auth import announce_generated_key, new_api_key
-    from ._logs import uvicorn_log_config
+    from ._logs import startup_notice, uvicorn_log_config
     from ._protocol import ConnectionLimits, LimitedHTTPProtocol
 
     if not settings.api_keys:
@@ -240,15 +240,19 @@ def _serve(settings: ServerSettings) -> None:
         key = new_api_key()
         announce_generated_key(key)
         settings = settings.with_values(api_keys=(key,))
-    print(store_announcement(settings), file=sys.stderr, flush=True)
+
+    def notice(text: str) -> None:
+        print(startup_notice(text, settings.log_format), file=sys.stderr, flush=True)
+
+    notice(store_announcement(settings))
     # Resolved once here, so that every worker opens the very same store.
     settings = settings.with_values(store=settings.store_url)
     _check_dependencies(settings)
-    print(endpoints_announcement(settings.metrics_port), file=sys.stderr, flush=True)
+    notice(endpoints_announcement(settings.metrics_port))
     if settings.dev:
         from ._dev import dev_announcement
 
-        print(dev_announcement(settings), file=sys.stderr, flush=True)
+        notice(dev_announcement(settings))
     log_config = uvicorn_log_config(settings.log_level, settings.log_format)
     common: dict[str, Any] = {
         "host": settings.host,

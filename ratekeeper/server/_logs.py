@@ -198,6 +198,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def startup_notice(text: str, log_format: str) -> str:
+    """Return a start-up notice as the service prints it: as it is, or as a JSON log line.
+
+    The notices (where the store is, which endpoints are served, dev mode) are printed before
+    uvicorn configures logging. With ``--log-format json`` each is one object shaped like a
+    log record of the ``ratekeeper.server`` logger at ``INFO``, redacted like one, so that
+    every line the service writes parses as JSON.
+    """
+    if log_format != "json":
+        return text
+    record = logging.LogRecord("ratekeeper.server", logging.INFO, __file__, 0, text, None, None)
+    RedactSecrets().filter(record)
+    return JsonFormatter().format(record)
+
+
 def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """Return uvicorn's default logging configuration with :class:`RedactSecrets` and
     :class:`RequestContext` on every handler, ratekeeper's own loggers at ``level``, and every

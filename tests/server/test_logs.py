@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ratekeeper.server._logs import startup_notice
 from tests.service import free_port
 
 # Configures logging as ``ratekeeper serve`` does, in a process of its own (dictConfig is
@@ -110,11 +111,15 @@ def test_json_log_format_writes_one_redacted_object_per_line() -> None:
         out, err = process.communicate(timeout=30)
     stdout, stderr = out.decode(), err.decode()
     assert "LEAK" not in stdout + stderr
-    # The access log is on standard output; standard error also has the start-up notices,
-    # which are printed before logging starts (every line from a logger is JSON).
+    # The access log is on standard output; standard error has uvicorn's own lines and the
+    # start-up notices printed before logging starts: every line of both is JSON.
     records: list[dict[str, Any]] = [json.loads(line) for line in stdout.splitlines()]
-    records += [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    records += [json.loads(line) for line in stderr.splitlines()]
     assert any(r["message"] == "Application startup complete." for r in records)
+    notices = [r for r in records if r["logger"] == "ratekeeper.server"]
+    assert any(r["message"].startswith("ratekeeper: serving /v1/chatkit") for r in notices)
+    assert any("threads, items and attachments are kept in" in r["message"] for r in notices)
+    assert all(r["level"] == "INFO" and r["request_id"] is None for r in notices)
     [access] = [r for r in records if r["request_id"] == "json-1"]
     assert access["logger"] == "uvicorn.access"
     assert access["level"] == "INFO"
@@ -125,3 +130,17 @@ def test_json_log_format_writes_one_redacted_object_per_line() -> None:
     assert access["duration_ms"] >= 0
     assert access["time"].endswith("+00:00")
     assert {"time", "level", "logger", "message", "request_id"} <= set(access)
+
+
+def test_startup_notices_are_json_lines_and_redacted_in_json_mode() -> None:
+    """A notice is printed as it is in text mode, and as one redacted log object in JSON."""
+    text = "ratekeeper: serving /v1/chatkit.\nek_NOTICELEAK0123456789 is not printed."
+    assert startup_notice(text, "text") == text
+    line = startup_notice(text, "json")
+    assert "\n" not in line
+    record = json.loads(line)
+    assert record["logger"] == "ratekeeper.server"
+    assert record["level"] == "INFO"
+    assert record["request_id"] is None
+    assert record["message"].startswith("ratekeeper: serving /v1/chatkit.\nek_")
+    assert "NOTICELEAK" not in line
