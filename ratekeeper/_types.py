@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypedDict
@@ -455,6 +455,17 @@ _SHARED_SPECS: dict[tuple[int | None, int | None, int | None, int | None], Sessi
 _MAX_SHARED_SPECS = 1024
 
 
+def keep_shared_spec(specs: dict[Any, SessionSpec], key: Hashable, spec: SessionSpec) -> None:
+    """Keep ``spec`` in a table of shared specs under ``key``, unless the table is full.
+
+    The one policy of every such table (the keywords' here, the service's by workflow): at
+    most :data:`_MAX_SHARED_SPECS` entries, and past that specs are built per call, so memory
+    stays bounded whatever callers send, and a spec once shared stays shared.
+    """
+    if len(specs) < _MAX_SHARED_SPECS:
+        specs[key] = spec
+
+
 def keyword_spec(
     expires_after_s: int | None,
     max_requests_per_1_minute: int | None,
@@ -491,8 +502,7 @@ def keyword_spec(
                 _DEFAULT_FILE_UPLOAD if file_upload is None else file_upload,
                 _DEFAULT_HISTORY if history is None else history,
             )
-            if len(_SHARED_SPECS) < _MAX_SHARED_SPECS:
-                _SHARED_SPECS[key] = shared
+            keep_shared_spec(_SHARED_SPECS, key, shared)
         return shared
     return SessionSpec(
         MAX_EXPIRES_AFTER_S if expires_after_s is None else expires_after_s,

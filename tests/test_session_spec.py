@@ -208,3 +208,16 @@ def test_redis_meta_written_before_session_specs_is_read_as_before() -> None:
     )
     session = snapshot("cksess_x", b"expired", 1_700_000_600, 1_700_000_000_000_000, old, 10)
     assert session.spec == SessionSpec(workflow=Workflow("wf"), automatic_thread_titling=False)
+
+
+def test_a_table_of_shared_specs_stops_keeping_at_its_bound() -> None:
+    """Every table of shared specs (keywords', the service's by workflow) is bounded alike:
+    past the bound a spec is not kept, and those kept stay."""
+    from ratekeeper._types import _MAX_SHARED_SPECS, keep_shared_spec
+
+    specs: dict[int, SessionSpec] = {}
+    for n in range(_MAX_SHARED_SPECS + 5):
+        keep_shared_spec(specs, n, SessionSpec(max_requests_per_1_minute=n + 1))
+    assert len(specs) == _MAX_SHARED_SPECS
+    assert specs[0].max_requests_per_1_minute == 1
+    assert _MAX_SHARED_SPECS not in specs

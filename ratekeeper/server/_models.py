@@ -28,7 +28,13 @@ from pydantic_core import PydanticCustomError
 from .. import _types as types
 from .._errors import InvalidParameter
 from .._params import MAX_EXPIRES_AFTER_S, MAX_FILE_SIZE_MB, MAX_JSON_INT, type_name
-from .._types import DEFAULT_SPEC, FileUploadLimits, HistoryLimits, SessionSpec
+from .._types import (
+    DEFAULT_SPEC,
+    FileUploadLimits,
+    HistoryLimits,
+    SessionSpec,
+    keep_shared_spec,
+)
 
 #: ``workflow.state_variables`` may hold at most this many entries ...
 MAX_STATE_VARIABLES = 64
@@ -173,9 +179,7 @@ class CreateSessionRequest(_Strict):
             spec = _SHARED_SPECS.get(key)
             if spec is None:
                 spec = self._spec()
-                if len(_SHARED_SPECS) >= _SHARED_SPECS_MAX:
-                    _SHARED_SPECS.clear()  # a bound on memory; refilled by what is created
-                _SHARED_SPECS[key] = spec
+                keep_shared_spec(_SHARED_SPECS, key, spec)
             return spec
         return self._spec()
 
@@ -201,10 +205,9 @@ _validate = CreateSessionRequest.__pydantic_validator__.validate_python
 
 _USER_AND_WORKFLOW = frozenset({"user", "workflow"})
 # The specs of bodies that name only a user and a workflow, by workflow (id, version,
-# tracing). Bounded in entries and in the length of the strings kept; a lost race between
-# threads only builds an equal spec twice.
+# tracing). Bounded in entries (keep_shared_spec) and in the length of the strings kept; a
+# lost race between threads only builds an equal spec twice.
 _SHARED_SPECS: dict[tuple[str, str | None, bool], SessionSpec] = {}
-_SHARED_SPECS_MAX = 1024
 _SHARED_ID_LENGTH = 256
 
 
